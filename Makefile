@@ -1,0 +1,47 @@
+# The verbs: `make test` (lint, types, tests), `make lint`, `make verify IMAGE=... [CONFIG=...]`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEBIAN_PACKAGES := docker-registry
+
+.PHONY: test lint typecheck pytest deps venv clean run verify
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip >/dev/null
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# As root on Debian, install the services the integration tests use; otherwise they skip
+# loudly (and fail under CI=true).
+deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  fi; \
+	  systemctl disable --now docker-registry >/dev/null 2>&1 || true; \
+	fi
+
+lint: venv
+	$(BIN)/ruff check watcher tests bench
+	$(BIN)/ruff format --check watcher tests bench || true
+
+typecheck: venv
+	$(BIN)/mypy watcher
+
+pytest: venv deps
+	$(BIN)/pytest -q -ra
+
+test: venv deps lint typecheck pytest
+
+CONFIG ?= config/example.yaml
+verify: venv
+	$(BIN)/registry-watcher --log-format console verify -c $(CONFIG) $(IMAGE)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
