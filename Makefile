@@ -29,7 +29,6 @@ deps:
 
 lint: venv
 	$(BIN)/ruff check watcher tests bench
-	$(BIN)/ruff format --check watcher tests bench || true
 
 typecheck: venv
 	$(BIN)/mypy watcher
