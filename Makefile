@@ -28,7 +28,7 @@ deps:
 	fi
 
 lint: venv
-	$(BIN)/ruff check watcher tests bench
+	$(BIN)/ruff check watcher tests $(wildcard bench)
 
 typecheck: venv
 	$(BIN)/mypy watcher
