@@ -1,11 +1,11 @@
-# The verbs: `make test` (lint, types, tests), `make lint`, `make verify IMAGE=... [CONFIG=...]`.
+# The verbs: `make demo`, `make test` (lint, types, tests), `make lint`, `make verify IMAGE=...`.
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEBIAN_PACKAGES := docker-registry
 
-.PHONY: test lint typecheck pytest deps venv clean run verify
+.PHONY: test lint typecheck pytest deps venv clean run verify demo
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -41,6 +41,10 @@ test: venv deps lint typecheck pytest
 CONFIG ?= config/example.yaml
 verify: venv
 	$(BIN)/registry-watcher --log-format console verify -c $(CONFIG) $(IMAGE)
+
+# The whole product on one machine: a registry, the daemon, a signed/unsigned population.
+demo: venv deps
+	$(BIN)/python -m watcher.testing.demo
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

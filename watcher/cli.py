@@ -31,13 +31,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--log-format", choices=["json", "console"], default="json")
-    parser.add_argument("--log-level", default="warning")
+    parser.add_argument(
+        "--log-level", default=None, help="default: info for run, warning otherwise"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     verify = sub.add_parser("verify", help="verify one image (tag or digest) now")
     verify.add_argument("-c", "--config", required=True, type=Path)
     verify.add_argument("image")
     verify.add_argument("--output", choices=["text", "json"], default="text")
+
+    run = sub.add_parser("run", help="the daemon: webhooks, polling, verification, metrics")
+    run.add_argument("-c", "--config", required=True, type=Path)
 
     check = sub.add_parser("check-config", help="validate the config and policy files")
     check.add_argument("-c", "--config", required=True, type=Path)
@@ -93,7 +98,8 @@ async def verify_image(config: Config, image: str, output: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script and `python -m watcher`."""
     args = _parser().parse_args(argv)
-    configure_logging(args.log_format, args.log_level)
+    level = args.log_level or ("info" if args.command == "run" else "warning")
+    configure_logging(args.log_format, level)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -103,6 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         n = len(config.policies)
         print(f"{args.config}: valid ({len(config.registries)} registries, {n} policies)")
         return EXIT_OK
+    if args.command == "run":
+        from watcher.daemon.app import run_daemon
+
+        return asyncio.run(run_daemon(args.config, config))
     if args.command == "verify":
         return asyncio.run(verify_image(config, args.image, args.output))
     return EXIT_USAGE

@@ -107,27 +107,30 @@ class Engine:
         """The client for a reference's registry; an unconfigured one is used anonymously."""
         cfg: RegistryConfig | None = self.config.registry_for(ref)
         if cfg is not None:
-            key, host = cfg.name, cfg.host
-            if key not in self._clients:
-                self._clients[key] = await self._stack.enter_async_context(
-                    RegistryClient(
-                        cfg.name,
-                        cfg.url,
-                        credentials=cfg.auth.resolve(cfg.host) if cfg.auth else None,
-                        max_concurrency=cfg.max_concurrency,
-                        timeout=cfg.timeout_seconds,
-                        metrics=self.metrics,
-                    )
-                )
-        else:
-            key = host = ref.registry
-            if key not in self._clients:
-                scheme = "http" if host.startswith(_LOOPBACK) else "https"
-                url = f"{scheme}://{'registry-1.docker.io' if host == 'docker.io' else host}"
-                self._clients[key] = await self._stack.enter_async_context(
-                    RegistryClient(key, url, metrics=self.metrics)
-                )
+            return Target(cfg.name, cfg.host, ref.repository), await self.client_named(cfg)
+        key = host = ref.registry
+        if key not in self._clients:
+            scheme = "http" if host.startswith(_LOOPBACK) else "https"
+            url = f"{scheme}://{'registry-1.docker.io' if host == 'docker.io' else host}"
+            self._clients[key] = await self._stack.enter_async_context(
+                RegistryClient(key, url, metrics=self.metrics)
+            )
         return Target(key, host, ref.repository), self._clients[key]
+
+    async def client_named(self, cfg: RegistryConfig) -> RegistryClient:
+        """The one client of a configured registry (its concurrency limit is per registry)."""
+        if cfg.name not in self._clients:
+            self._clients[cfg.name] = await self._stack.enter_async_context(
+                RegistryClient(
+                    cfg.name,
+                    cfg.url,
+                    credentials=cfg.auth.resolve(cfg.host) if cfg.auth else None,
+                    max_concurrency=cfg.max_concurrency,
+                    timeout=cfg.timeout_seconds,
+                    metrics=self.metrics,
+                )
+            )
+        return self._clients[cfg.name]
 
     async def verify_reference(self, ref: ImageReference) -> ImageVerdict:
         """Resolve a tag or digest reference and verify it now (no grace period)."""
@@ -142,7 +145,7 @@ class Engine:
                 manifest = await client.get_manifest(ref.repository, ref.tag)
         except RegistryError as exc:
             digest = ref.digest or Digest("sha256:" + "0" * 64)
-            return self._errored(target, digest, tags, policies, f"cannot resolve {ref}: {exc}")
+            return self.errored(target, digest, tags, policies, f"cannot resolve {ref}: {exc}")
         notes: list[str] = []
         if is_index(manifest):
             children = [
@@ -172,7 +175,7 @@ class Engine:
         try:
             found = await discover(client, target.repository, digest, self.limits)
         except RegistryError as exc:
-            return self._errored(
+            return self.errored(
                 target, digest, tags, policies, f"registry failed during discovery: {exc}"
             )
         keys = trusted_keys(policies)
@@ -236,7 +239,7 @@ class Engine:
             reasons=tuple(notes),
         )
 
-    def _errored(
+    def errored(
         self,
         target: Target,
         digest: Digest,
@@ -244,6 +247,7 @@ class Engine:
         policies: Sequence[Policy],
         reason: str,
     ) -> ImageVerdict:
+        """Every policy says `error` with the reason: could not decide, never unsigned."""
         log.warning(
             "image_error", registry=target.registry, repository=target.repository, reason=reason
         )

@@ -99,6 +99,18 @@ class OutboxAlert:
 
 
 @dataclass(frozen=True)
+class Finished:
+    """What finishing a work item did; falsy when the lease had been lost meanwhile."""
+
+    recorded: bool
+    duplicate_alerts: tuple[OutboxAlert, ...] = ()
+    new_alerts: int = 0
+
+    def __bool__(self) -> bool:
+        return self.recorded
+
+
+@dataclass(frozen=True)
 class CoverageRow:
     """Current tags of one repository whose digest has one verdict."""
 
@@ -155,8 +167,8 @@ class Store(Protocol):
         source: str,
         alerts: Sequence[OutboxAlert] = (),
         trust_fingerprint: str = "",
-    ) -> bool:
-        """Record the outcome of a claimed item; False if the lease was lost meanwhile."""
+    ) -> Finished:
+        """Record the outcome of a claimed item; falsy if the lease was lost meanwhile."""
 
     async def digest(self, registry: str, repository: str, digest: Digest) -> DigestRecord | None:
         """One digest's record."""

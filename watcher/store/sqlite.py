@@ -23,6 +23,7 @@ from watcher.store.base import (
     CoverageRow,
     DigestRecord,
     Enqueue,
+    Finished,
     OutboxAlert,
     WorkItem,
     parse_ts,
@@ -356,16 +357,17 @@ class SqliteStore:
         source: str,
         alerts: Sequence[OutboxAlert] = (),
         trust_fingerprint: str = "",
-    ) -> bool:
+    ) -> Finished:
         """Record a claimed item's outcome (verdict, alerts, next check) in one transaction."""
 
-        def fn(c: sqlite3.Connection) -> bool:
+        def fn(c: sqlite3.Connection) -> Finished:
             held = c.execute(
                 "SELECT lease_owner FROM work WHERE registry=? AND repository=? AND ref=?",
                 (item.registry, item.repository, item.ref),
             ).fetchone()
             if held is None or held[0] != item.owner:
-                return False
+                return Finished(False)
+            duplicates: list[OutboxAlert] = []
             if verdict is not None:
                 _insert_verdict(
                     c, verdict, final=final, source=source, trust_fingerprint=trust_fingerprint
@@ -383,7 +385,7 @@ class SqliteStore:
                         ),
                     )
             for alert in alerts:
-                c.execute(
+                cur = c.execute(
                     "INSERT INTO outbox (dedupe_key, sink, alertname, registry, repository,"
                     " digest, policy, verdict, severity, payload, created_at, state,"
                     " next_attempt_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,'due',?)"
@@ -403,6 +405,8 @@ class SqliteStore:
                         ts(now),
                     ),
                 )
+                if cur.rowcount == 0:
+                    duplicates.append(alert)
             if next_due is None:
                 c.execute(
                     "UPDATE work SET state='done', lease_owner=NULL, lease_until=NULL,"
@@ -415,7 +419,7 @@ class SqliteStore:
                     " lease_until=NULL, updated_at=? WHERE registry=? AND repository=? AND ref=?",
                     (ts(next_due), ts(now), item.registry, item.repository, item.ref),
                 )
-            return True
+            return Finished(True, tuple(duplicates), len(alerts) - len(duplicates))
 
         return await self._tx(fn)
 
@@ -549,6 +553,36 @@ class SqliteStore:
                 (ts(retry_at), error[:500], alert_id),
             )
         )
+
+    async def firing_alerts(self) -> list[OutboxAlert]:
+        """Delivered alerts whose digest's latest verdict under the policy is still the same."""
+
+        def fn(c: sqlite3.Connection) -> list[OutboxAlert]:
+            out: list[OutboxAlert] = []
+            rows = c.execute(
+                "SELECT o.dedupe_key, o.sink, o.alertname, o.registry, o.repository, o.digest,"
+                " o.policy, o.verdict, o.severity, o.payload,"
+                " (SELECT v.doc FROM verdicts v WHERE v.registry=o.registry"
+                "  AND v.repository=o.repository AND v.digest=o.digest ORDER BY v.id DESC"
+                "  LIMIT 1) FROM outbox o JOIN digests d ON d.registry=o.registry"
+                " AND d.repository=o.repository AND d.digest=o.digest"
+                " WHERE o.state='sent' AND d.deleted_at IS NULL"
+            ).fetchall()
+            for r in rows:
+                doc = json.loads(r[10]) if r[10] else {}
+                still = any(
+                    p.get("name") == r[6] and p.get("verdict") == r[7]
+                    for p in doc.get("policies", [])
+                ) or (r[2] == "ImageExtraSigner" and doc.get("extra_signers"))
+                if still:
+                    out.append(
+                        OutboxAlert(
+                            r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], json.loads(r[9])
+                        )
+                    )
+            return out
+
+        return await self._read(fn)
 
     async def history(self, digest: Digest) -> dict[str, list[dict[str, Any]]]:
         """Everything recorded about a digest: events, tag moves, verdicts, alerts."""

@@ -1,0 +1,1 @@
+"""The long-running daemon: intake of push events, the work loop, the HTTP server."""

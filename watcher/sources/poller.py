@@ -1,0 +1,110 @@
+"""Learning about pushes by polling the OCI distribution API, for registries without webhooks.
+
+One cycle lists the watched repositories (``_catalog`` filtered by the registry's globs, or
+the literal repository names when the catalog is not allowed), lists each repository's tags,
+and sends one HEAD per tag to see its digest. Only what changed since the store last saw it
+becomes a push event, so a cycle over an unchanged registry costs one HEAD per tag plus the
+listings, and nothing is verified again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from watcher.config import RegistryConfig
+from watcher.events import Action, PushEvent, Source
+from watcher.metrics import Metrics
+from watcher.registry.client import RegistryClient
+from watcher.registry.errors import AuthError, NotFoundError, RegistryError
+from watcher.store.sqlite import SqliteStore
+from watcher.verdicts import utcnow
+
+log = structlog.get_logger("watcher.poller")
+
+Record = Callable[[PushEvent], Awaitable[bool]]
+_GLOB_CHARS = re.compile(r"[*?\[\]{}]")
+
+
+async def watched_repositories(registry: RegistryConfig, client: RegistryClient) -> list[str]:
+    """Repositories to poll: the catalog filtered by globs, or the globs that name one repo."""
+    literal = [g for g in registry.repositories if not _GLOB_CHARS.search(g)]
+    try:
+        names = await client.catalog()
+    except (AuthError, NotFoundError) as exc:
+        log.info("catalog_unavailable", registry=registry.name, reason=str(exc))
+        return sorted(set(literal))
+    return sorted({n for n in names if registry.watches(n)} | set(literal))
+
+
+async def poll_once(
+    registry: RegistryConfig,
+    client: RegistryClient,
+    store: SqliteStore,
+    record: Record,
+    metrics: Metrics,
+) -> int:
+    """One poll cycle; returns how many push events it produced. Raises RegistryError."""
+    repositories = await watched_repositories(registry, client)
+    changes = await asyncio.gather(
+        *(_poll_repository(registry, client, store, record, r) for r in repositories)
+    )
+    metrics.last_poll_success.labels(registry=registry.name).set(utcnow().timestamp())
+    total = sum(changes)
+    log.info("poll_done", registry=registry.name, repositories=len(repositories), changes=total)
+    return total
+
+
+async def _poll_repository(
+    registry: RegistryConfig,
+    client: RegistryClient,
+    store: SqliteStore,
+    record: Record,
+    repository: str,
+) -> int:
+    tags = await client.list_tags(repository)
+    known = await store.current_tags(registry.name, repository)
+    heads = await asyncio.gather(*(client.head_manifest(repository, t) for t in tags))
+    changed = 0
+    for tag, head in zip(tags, heads, strict=True):
+        if head is None or known.get(tag) == head.digest:
+            continue
+        changed += await record(
+            PushEvent(
+                registry=registry.name,
+                repository=repository,
+                digest=head.digest,
+                tag=tag,
+                action=Action.PUSH,
+                source=Source.POLL,
+                media_type=head.media_type,
+            )
+        )
+    now = utcnow()
+    for tag in set(known) - set(tags):
+        await store.delete_tag(registry.name, repository, tag, now, str(Source.POLL))
+    return changed
+
+
+async def poll_forever(
+    registry: RegistryConfig,
+    client: RegistryClient,
+    store: SqliteStore,
+    record: Record,
+    metrics: Metrics,
+    stopping: asyncio.Event,
+) -> None:
+    """Poll every ``poll_interval`` until ``stopping`` is set; a failed cycle is logged."""
+    assert registry.poll_interval is not None
+    interval = registry.poll_interval.total_seconds()
+    while not stopping.is_set():
+        try:
+            await poll_once(registry, client, store, record, metrics)
+        except RegistryError as exc:
+            log.warning("poll_failed", registry=registry.name, reason=str(exc))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), timeout=interval)
