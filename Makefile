@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEBIAN_PACKAGES := docker-registry
+DEBIAN_PACKAGES := docker-registry prometheus prometheus-alertmanager
 
 .PHONY: test lint typecheck pytest deps venv clean run verify demo
 
@@ -25,6 +25,7 @@ deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	  fi; \
 	  systemctl disable --now docker-registry >/dev/null 2>&1 || true; \
+	  systemctl disable --now prometheus prometheus-alertmanager prometheus-node-exporter >/dev/null 2>&1 || true; \
 	fi
 
 lint: venv
