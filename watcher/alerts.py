@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from watcher.store.base import OutboxAlert
+from watcher.refs import Digest
+from watcher.store.base import OutboxAlert, Sighting, SignerKey, signers_of
 from watcher.verdicts import ImageVerdict, PolicyResult, Severity, Verdict
 
 ALERTNAMES: dict[Verdict, str] = {
@@ -21,6 +22,7 @@ ALERTNAMES: dict[Verdict, str] = {
     Verdict.ERROR: "ImageVerificationError",
 }
 EXTRA_SIGNER = "ImageExtraSigner"
+NEW_SIGNER = "ImageNewSigner"
 RUNBOOK = "https://github.com/registry-watcher/registry-watcher/blob/main/deploy/README.md#"
 
 
@@ -88,3 +90,88 @@ def alerts_for(verdict: ImageVerdict, sinks: Sequence[str]) -> list[OutboxAlert]
                     )
                 )
     return out
+
+
+def _claims_of(doc: dict[str, Any], signer: SignerKey) -> dict[str, str]:
+    for entry in [*doc.get("signatures", []), *doc.get("attestations", [])]:
+        if SignerKey.from_json(entry) == signer and entry.get("extensions"):
+            return dict(entry["extensions"])
+    return {}
+
+
+def new_signer_alerts(
+    doc: dict[str, Any], signer: SignerKey, sinks: Sequence[str]
+) -> list[OutboxAlert]:
+    """``ImageNewSigner`` (warning) for each sink: ``signer`` never signed in this repository.
+
+    Raised whatever the policy says of the signer: a compromised workflow and a new pipeline
+    both look like a stranger with valid credentials, and both deserve a look. The dedupe key
+    names the repository and the signer, not the digest, so it is sent once per identity.
+    The alert's policy and verdict are the image's worst policy result, so it stays firing
+    while that verdict holds.
+    """
+    worst = next((p for p in doc.get("policies", []) if p.get("name") == doc.get("policy")), None)
+    policy = str(doc.get("policy") or "")
+    verdict = str(worst["verdict"]) if worst else str(doc.get("verdict", Verdict.NO_POLICY))
+    registry, repository = str(doc["registry"]), str(doc["repository"])
+    digest = str(doc["digest"])
+    claims = _claims_of(doc, signer)
+    tags = ", ".join(doc.get("tags") or []) or "(untagged)"
+    lines = [
+        f"{signer.describe()} signed {doc.get('image', digest)} (tags: {tags}), the first "
+        f"signature by this identity in {repository}, which has a signing history.",
+        f"The image's verdict is {doc.get('verdict')}"
+        + (f" under policy {policy}." if policy else "."),
+        *(f"{name}: {value}" for name, value in sorted(claims.items())),
+        "A new CI pipeline explains this; so does a compromised workflow or key.",
+    ]
+    identity = f"{signer.issuer}|{signer.subject}|{signer.key_id}"
+    labels = {
+        "alertname": NEW_SIGNER,
+        "severity": str(Severity.WARNING),
+        "registry": registry,
+        "repository": repository,
+        "policy": policy,
+        "digest": digest,
+    }
+    annotations = {
+        "summary": f"{NEW_SIGNER}: {repository} has a new signer, {signer.describe()}",
+        "description": "\n".join(lines),
+        "runbook_url": RUNBOOK + NEW_SIGNER.lower(),
+    }
+    payload: dict[str, Any] = {
+        "labels": labels,
+        "annotations": annotations,
+        "verdict": doc,
+        "signer": signer.to_json(),
+    }
+    return [
+        OutboxAlert(
+            dedupe_key=f"{sink}|{registry}|{repository}|signer:{identity}|{NEW_SIGNER}",
+            sink=sink,
+            alertname=NEW_SIGNER,
+            registry=registry,
+            repository=repository,
+            digest=digest,
+            policy=policy,
+            verdict=verdict,
+            severity=str(Severity.WARNING),
+            payload=payload,
+        )
+        for sink in sinks
+    ]
+
+
+def sightings_for(doc: dict[str, Any], sinks: Sequence[str]) -> list[Sighting]:
+    """Every valid signer of a verdict document, each with the alerts drift would send."""
+    clean = {k: v for k, v in doc.items() if k not in ("final", "policy_hashes")}
+    return [
+        Sighting(
+            str(doc["registry"]),
+            str(doc["repository"]),
+            Digest(str(doc["digest"])),
+            signer,
+            tuple(new_signer_alerts(clean, signer, sinks)),
+        )
+        for signer in signers_of(doc)
+    ]

@@ -173,15 +173,13 @@ class Engine:
                 digest, tags, (), reasons=("no policy matches this image", *notes)
             )
         try:
-            found = await discover(client, target.repository, digest, self.limits)
+            findings, found_notes = await self.examine(
+                client, target.repository, digest, trusted_keys(policies)
+            )
         except RegistryError as exc:
             return self.errored(
                 target, digest, tags, policies, f"registry failed during discovery: {exc}"
             )
-        keys = trusted_keys(policies)
-        findings = await asyncio.to_thread(
-            lambda: [verify_material(m, digest, self.trust, keys) for m in found.materials]
-        )
         results = tuple(decide(p, findings, in_grace=in_grace) for p in policies)
         log.info(
             "image_verified",
@@ -189,13 +187,31 @@ class Engine:
             repository=target.repository,
             digest=digest,
             verdict=str(most_serious([r.verdict for r in results])),
-            materials=len(found.materials),
+            materials=len(findings),
         )
-        return self._verdict(
-            target, digest, tags, policies, results, findings, (*notes, *found.notes)
+        return self.verdict_from(
+            target, digest, tags, policies, results, findings, (*notes, *found_notes)
         )
 
-    def _verdict(
+    async def examine(
+        self,
+        client: RegistryClient,
+        repository: str,
+        digest: Digest,
+        keys: Sequence[TrustedKey],
+    ) -> tuple[list[Finding], tuple[str, ...]]:
+        """Fetch every piece of material for ``digest`` and verify it, before any policy.
+
+        What-if runs call this directly when stored evidence is not enough, so they can
+        decide under policies other than the configured ones. Raises RegistryError.
+        """
+        found = await discover(client, repository, digest, self.limits)
+        findings = await asyncio.to_thread(
+            lambda: [verify_material(m, digest, self.trust, keys) for m in found.materials]
+        )
+        return findings, found.notes
+
+    def verdict_from(
         self,
         target: Target,
         digest: Digest,
@@ -205,6 +221,7 @@ class Engine:
         findings: Sequence[Finding],
         notes: Sequence[str],
     ) -> ImageVerdict:
+        """The ImageVerdict for policy results and the findings behind them."""
         signatures: list[SignatureEvidence] = []
         attestations: list[AttestationEvidence] = []
         for f in findings:

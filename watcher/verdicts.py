@@ -117,6 +117,10 @@ class Signer:
             return f"{self.subject} (issuer {self.issuer})"
         return f"key sha256:{self.key_id}"
 
+    def claims(self) -> dict[str, str]:
+        """The certificate's CI claims by name (workflow, repository, run), for the record."""
+        return dict(self.extensions)
+
 
 @dataclass(frozen=True)
 class SignatureEvidence:
@@ -139,6 +143,7 @@ class SignatureEvidence:
             "issuer": self.signer.issuer if self.signer else None,
             "subject": self.signer.subject if self.signer else None,
             "key_id": self.signer.key_id if self.signer else None,
+            "extensions": self.signer.claims() if self.signer else {},
             "tlog": self.tlog.to_json() if self.tlog else None,
             "error": self.error,
             "source": self.source,
@@ -167,6 +172,8 @@ class AttestationEvidence:
             "authority": self.authority,
             "issuer": self.signer.issuer if self.signer else None,
             "subject": self.signer.subject if self.signer else None,
+            "key_id": self.signer.key_id if self.signer else None,
+            "extensions": self.signer.claims() if self.signer else {},
             "tlog": self.tlog.to_json() if self.tlog else None,
             "error": self.error,
             "source": self.source,

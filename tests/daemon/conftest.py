@@ -29,7 +29,13 @@ SECRET = "webhook-s3cret-" + secrets.token_hex(8)
 
 
 def daemon_config(
-    tmp: Path, registry_url: str, host: str, port: int, trusted_root: Path, **registry: Any
+    tmp: Path,
+    registry_url: str,
+    host: str,
+    port: int,
+    trusted_root: Path,
+    alert_url: str = "http://127.0.0.1:9",
+    **registry: Any,
 ) -> Path:
     """A config for the daemon under test: one registry, a strict and a graceful policy."""
     (tmp / "webhook.secret").write_text(SECRET)
@@ -59,7 +65,7 @@ def daemon_config(
                 "authorities": [{"name": "gha", "keyless": {"identities": [acme]}}],
             },
         ],
-        "alerts": [{"name": "am", "alertmanager": {"url": "http://127.0.0.1:9"}}],
+        "alerts": [{"name": "am", "alertmanager": {"url": alert_url}}],
     }
     path = tmp / "config.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -146,6 +152,7 @@ async def start_running(
     trusted_root: Path,
     *,
     notify: bool = True,
+    alert_url: str = "http://127.0.0.1:9",
     **registry: Any,
 ) -> Running:
     port = free_port()
@@ -157,7 +164,9 @@ async def start_running(
         pytest.skip(f"REAL REGISTRY TESTS NOT RUN: {exc}")
     client = RegistryClient("pusher", reg.url)
     await client.__aenter__()
-    cfg_path = daemon_config(tmp_path, reg.url, client.host, port, trusted_root, **registry)
+    cfg_path = daemon_config(
+        tmp_path, reg.url, client.host, port, trusted_root, alert_url, **registry
+    )
     daemon = Daemon(
         cfg_path,
         load_config(cfg_path),

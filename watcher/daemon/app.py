@@ -29,7 +29,7 @@ from watcher.daemon.processor import Processor
 from watcher.engine import Engine
 from watcher.events import PushEvent
 from watcher.metrics import Metrics
-from watcher.sinks import Sink, deliver_forever
+from watcher.sinks import Sink, build_sinks, deliver_forever
 from watcher.sources.poller import poll_forever
 from watcher.store import open_store
 from watcher.store.sqlite import SqliteStore
@@ -128,7 +128,10 @@ class Daemon:
             self.metrics,
             error_attempts=self.error_attempts,
             backoff_base=self.backoff_base,
+            on_alerts=self._alerts_wake.set,
         )
+        if self._http is not None:
+            self.sinks = build_sinks(config.alerts, self._http)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         self._tasks.append(asyncio.create_task(coro))

@@ -4,9 +4,10 @@ A tag-only ref is resolved with HEAD. A digest is classified once (image, index,
 manifest reached through an index, or a signature artifact), then verified. Inside the
 grace period an unsatisfied digest stays `pending` and is re-checked on a backoff schedule
 and whenever a signature artifact for it arrives; at the end of the grace period (or as soon
-as it is satisfied) its verdict is final, recorded with the alerts it causes in one
-transaction. Registry failures are retried and only after the retries are exhausted become a
-final `error`, never `unsigned`.
+as it is satisfied) its verdict is final, recorded with the alerts it causes and the signers
+it shows (a stranger to a repository with a signing history is drift: ``ImageNewSigner``) in
+one transaction. Registry failures are retried and only after the retries are exhausted become
+a final `error`, never `unsigned`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from watcher.alerts import alerts_for
+from watcher.alerts import alerts_for, sightings_for
 from watcher.config import Config, RegistryConfig
 from watcher.daemon.intake import attachment_subject
 from watcher.discovery import is_index
@@ -268,21 +269,37 @@ class Processor:
     ) -> None:
         sinks = [a.name for a in self.config.alerts]
         alerts = alerts_for(verdict, sinks)
+        # Every valid signer goes into the repository's signer history in the same
+        # transaction as the verdict; a stranger to a repository with a history is drift.
+        sightings = [] if verdict.error else sightings_for(verdict.to_json(), sinks)
+        # Stamp the record with when the verdict was reached (after verification), not when
+        # the work began, so a trace shows the alert after the check that caused it.
         recorded = await self.store.finish(
             item,
-            now,
+            max(now, verdict.checked_at),
             verdict=verdict,
             final=True,
             next_due=None,
             source="webhook",
             alerts=alerts,
             trust_fingerprint=self.engine.trust.fingerprint,
+            sightings=sightings,
         )
         if not recorded:
             log.warning(
                 "lease_lost", registry=registry.name, repository=item.repository, digest=item.digest
             )
             return
+        for finding in recorded.findings:
+            log.warning(
+                "signer_drift",
+                registry=registry.name,
+                repository=item.repository,
+                digest=item.digest,
+                signer=finding.signer.describe(),
+            )
+        # New alerts to deliver, or a verdict that may have ended an alert's condition.
+        self.on_alerts()
         for result in verdict.policies:
             self.metrics.verdicts.labels(
                 registry=registry.name,

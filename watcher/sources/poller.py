@@ -4,7 +4,8 @@ One cycle lists the watched repositories (``_catalog`` filtered by the registry'
 the literal repository names when the catalog is not allowed), lists each repository's tags,
 and sends one HEAD per tag to see its digest. Only what changed since the store last saw it
 becomes a push event, so a cycle over an unchanged registry costs one HEAD per tag plus the
-listings, and nothing is verified again.
+listings, and nothing is verified again. ``scan`` enumerates through the same two functions
+(``watched_repositories``, ``sync_repository``), so what it covers is what polling watches.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ import asyncio
 import contextlib
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import structlog
 
 from watcher.config import RegistryConfig
 from watcher.events import Action, PushEvent, Source
 from watcher.metrics import Metrics
-from watcher.registry.client import RegistryClient
+from watcher.registry.client import ManifestHead, RegistryClient
 from watcher.registry.errors import AuthError, NotFoundError, RegistryError
 from watcher.store.sqlite import SqliteStore
 from watcher.verdicts import utcnow
@@ -50,44 +52,61 @@ async def poll_once(
 ) -> int:
     """One poll cycle; returns how many push events it produced. Raises RegistryError."""
     repositories = await watched_repositories(registry, client)
-    changes = await asyncio.gather(
-        *(_poll_repository(registry, client, store, record, r) for r in repositories)
+    states = await asyncio.gather(
+        *(sync_repository(registry, client, store, record, r, Source.POLL) for r in repositories)
     )
     metrics.last_poll_success.labels(registry=registry.name).set(utcnow().timestamp())
-    total = sum(changes)
+    total = sum(state.events for state in states)
     log.info("poll_done", registry=registry.name, repositories=len(repositories), changes=total)
     return total
 
 
-async def _poll_repository(
+@dataclass(frozen=True)
+class RepositoryState:
+    """One repository as an enumeration saw it."""
+
+    repository: str
+    heads: dict[str, ManifestHead]  # every tag that answered its HEAD, and what it points at
+    changed: tuple[str, ...]  # tags new or moved since the store last saw them
+    events: int  # push events newly recorded for them
+
+
+async def sync_repository(
     registry: RegistryConfig,
     client: RegistryClient,
     store: SqliteStore,
     record: Record,
     repository: str,
-) -> int:
+    source: Source,
+) -> RepositoryState:
+    """List a repository's tags, HEAD each once, and record what changed as push events.
+
+    Tags the store knows but the registry no longer lists are forgotten (their history
+    stays). Costs one listing plus one HEAD per tag; raises RegistryError.
+    """
     tags = await client.list_tags(repository)
     known = await store.current_tags(registry.name, repository)
-    heads = await asyncio.gather(*(client.head_manifest(repository, t) for t in tags))
-    changed = 0
-    for tag, head in zip(tags, heads, strict=True):
-        if head is None or known.get(tag) == head.digest:
-            continue
-        changed += await record(
+    answers = await asyncio.gather(*(client.head_manifest(repository, t) for t in tags))
+    heads = {t: h for t, h in zip(tags, answers, strict=True) if h is not None}
+    changed = tuple(t for t, h in heads.items() if known.get(t) != h.digest)
+    events = 0
+    for tag in changed:
+        head = heads[tag]
+        events += await record(
             PushEvent(
                 registry=registry.name,
                 repository=repository,
                 digest=head.digest,
                 tag=tag,
                 action=Action.PUSH,
-                source=Source.POLL,
+                source=source,
                 media_type=head.media_type,
             )
         )
     now = utcnow()
     for tag in set(known) - set(tags):
-        await store.delete_tag(registry.name, repository, tag, now, str(Source.POLL))
-    return changed
+        await store.delete_tag(registry.name, repository, tag, now, str(source))
+    return RepositoryState(repository, heads, changed, events)
 
 
 async def poll_forever(

@@ -105,9 +105,104 @@ class Finished:
     recorded: bool
     duplicate_alerts: tuple[OutboxAlert, ...] = ()
     new_alerts: int = 0
+    findings: tuple[Sighting, ...] = ()  # sightings that were signer drift
 
     def __bool__(self) -> bool:
         return self.recorded
+
+
+@dataclass(frozen=True, order=True)
+class SignerKey:
+    """Who signed, as the signer history keys it: a keyless identity or a key id.
+
+    Empty strings rather than None, so the store's uniqueness constraint (NULLs never collide
+    in SQL) really gives one row per identity.
+    """
+
+    issuer: str = ""
+    subject: str = ""
+    key_id: str = ""
+
+    @classmethod
+    def from_json(cls, entry: dict[str, Any]) -> SignerKey | None:
+        """The signer of a verdict JSON signature/attestation entry, if it was valid."""
+        if not entry.get("valid"):
+            return None
+        key = cls(entry.get("issuer") or "", entry.get("subject") or "", entry.get("key_id") or "")
+        return key if (key.subject or key.key_id) else None
+
+    def describe(self) -> str:
+        """``subject (issuer X)`` or ``key sha256:<id>``."""
+        if self.subject:
+            return f"{self.subject} (issuer {self.issuer or '?'})"
+        return f"key sha256:{self.key_id}"
+
+    def to_json(self) -> dict[str, str | None]:
+        """issuer/subject/key_id with None for the parts a signer does not have."""
+        return {
+            "issuer": self.issuer or None,
+            "subject": self.subject or None,
+            "key_id": self.key_id or None,
+        }
+
+
+def signers_of(doc: dict[str, Any]) -> list[SignerKey]:
+    """Every distinct valid signer (of signatures and attestations) in a verdict document."""
+    found = {
+        key
+        for entry in [*doc.get("signatures", []), *doc.get("attestations", [])]
+        if (key := SignerKey.from_json(entry)) is not None
+    }
+    return sorted(found)
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """A valid signature by ``signer`` on a digest of a repository.
+
+    The first sighting of a signer in a repository is recorded in its signer history. When the
+    repository already had a history, it is also a drift finding, and ``alerts`` (built by
+    ``watcher.alerts.new_signer_alerts``) are written to the outbox in the same transaction.
+    """
+
+    registry: str
+    repository: str
+    digest: Digest
+    signer: SignerKey
+    alerts: tuple[OutboxAlert, ...] = ()
+
+
+NEW_SIGNER = "new_signer"
+
+
+@dataclass(frozen=True)
+class StoredVerdict:
+    """A verdict row: the document plus what it depended on (policy hashes, trust root)."""
+
+    id: int
+    registry: str
+    repository: str
+    digest: Digest
+    checked_at: datetime
+    verdict: str
+    final: bool
+    source: str
+    policy_hashes: dict[str, str]
+    trust_fingerprint: str
+    doc: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class InventoryEntry:
+    """One digest that current tags of a repository point at, with its newest verdict."""
+
+    registry: str
+    repository: str
+    digest: Digest
+    tags: tuple[str, ...]
+    kind: str
+    first_seen_at: datetime
+    latest: StoredVerdict | None
 
 
 @dataclass(frozen=True)
@@ -167,6 +262,7 @@ class Store(Protocol):
         source: str,
         alerts: Sequence[OutboxAlert] = (),
         trust_fingerprint: str = "",
+        sightings: Sequence[Sighting] = (),
     ) -> Finished:
         """Record the outcome of a claimed item; falsy if the lease was lost meanwhile."""
 

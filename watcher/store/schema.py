@@ -121,4 +121,39 @@ CREATE TABLE outbox (
 CREATE INDEX outbox_due ON outbox (state, next_attempt_at);
 """,
     ),
+    (
+        2,
+        "signers per repository, drift findings, re-checks asked for while work is claimed",
+        """
+ALTER TABLE work ADD COLUMN rerun INTEGER NOT NULL DEFAULT 0;
+
+CREATE TABLE signers (
+    registry TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    issuer TEXT NOT NULL DEFAULT '',
+    subject TEXT NOT NULL DEFAULT '',
+    key_id TEXT NOT NULL DEFAULT '',
+    first_seen_at TEXT NOT NULL,
+    first_digest TEXT NOT NULL,
+    source TEXT NOT NULL,
+    PRIMARY KEY (registry, repository, issuer, subject, key_id)
+);
+
+CREATE TABLE findings (
+    id INTEGER PRIMARY KEY,
+    registry TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    issuer TEXT NOT NULL DEFAULT '',
+    subject TEXT NOT NULL DEFAULT '',
+    key_id TEXT NOT NULL DEFAULT '',
+    found_at TEXT NOT NULL,
+    source TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT '{}'
+);
+CREATE UNIQUE INDEX findings_once ON findings (registry, repository, kind, issuer, subject, key_id);
+CREATE INDEX findings_digest ON findings (digest);
+""",
+    ),
 )

@@ -25,10 +25,12 @@ from watcher.store.base import (
     Enqueue,
     Finished,
     OutboxAlert,
+    Sighting,
     WorkItem,
     parse_ts,
     ts,
 )
+from watcher.store.inventory import InventoryQueries, connect_readonly, record_sightings
 from watcher.store.schema import MIGRATIONS
 from watcher.verdicts import ImageVerdict
 
@@ -37,22 +39,36 @@ T = TypeVar("T")
 _ACTIVE = ("queued", "pending")
 
 
-class SqliteStore:
-    """The Store interface on SQLite."""
+class SqliteStore(InventoryQueries):
+    """The Store interface on SQLite (inventory, signer and API queries in the mixin)."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
         self.path = str(path)
+        self.readonly = readonly
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
         self._conn: sqlite3.Connection | None = None
 
     @classmethod
-    async def open(cls, path: Path | str) -> SqliteStore:
-        """Open (creating and migrating) the database at ``path``."""
-        store = cls(path)
-        await store._run(store._connect)
+    async def open(cls, path: Path | str, *, readonly: bool = False) -> SqliteStore:
+        """Open (creating and migrating) the database at ``path``.
+
+        ``readonly`` opens an existing database without creating, migrating or writing
+        anything, as ``trace`` and what-if runs do: SQLite itself then refuses writes, which
+        is what makes "looking changes nothing" hold. Raises StoreMissing when there is no
+        database there yet.
+        """
+        store = cls(path, readonly=readonly)
+        try:
+            await store._run(store._connect)
+        except BaseException:
+            store._executor.shutdown(wait=False)
+            raise
         return store
 
     def _connect(self) -> None:
+        if self.readonly:
+            self._conn = connect_readonly(self.path)
+            return
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -139,77 +155,13 @@ class SqliteStore:
         self, event: PushEvent, received_at: datetime, enqueue: Sequence[Enqueue]
     ) -> bool:
         """Store an event durably with its effects; False if it was a redelivery."""
+        return await self._tx(lambda c: _record_event(c, event, received_at, enqueue))
 
-        def fn(c: sqlite3.Connection) -> bool:
-            cur = c.execute(
-                "INSERT INTO events (registry, repository, digest, tag, action, source, event_id,"
-                " occurred_at, received_at, actor, source_addr, media_type)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
-                (
-                    event.registry,
-                    event.repository,
-                    event.digest,
-                    event.tag,
-                    str(event.action),
-                    str(event.source),
-                    event.event_id,
-                    ts(event.occurred_at) if event.occurred_at else None,
-                    ts(received_at),
-                    event.actor,
-                    event.source_addr,
-                    event.media_type,
-                ),
-            )
-            if cur.rowcount == 0:
-                return False
-            if event.action is Action.PUSH and event.digest is not None:
-                _note_digest(
-                    c,
-                    event.registry,
-                    event.repository,
-                    event.digest,
-                    received_at,
-                    str(event.source),
-                    media_type=event.media_type,
-                )
-                if event.tag is not None:
-                    _set_tag(
-                        c,
-                        event.registry,
-                        event.repository,
-                        event.tag,
-                        event.digest,
-                        received_at,
-                        str(event.source),
-                    )
-            elif event.action is Action.DELETE:
-                if event.digest is not None:
-                    c.execute(
-                        "UPDATE digests SET deleted_at=? WHERE registry=? AND repository=?"
-                        " AND digest=? AND deleted_at IS NULL",
-                        (ts(received_at), event.registry, event.repository, event.digest),
-                    )
-                    for (tag,) in c.execute(
-                        "SELECT tag FROM tags WHERE registry=? AND repository=? AND digest=?",
-                        (event.registry, event.repository, event.digest),
-                    ).fetchall():
-                        _delete_tag(
-                            c, event.registry, event.repository, tag, received_at, str(event.source)
-                        )
-                if event.tag is not None:
-                    _delete_tag(
-                        c,
-                        event.registry,
-                        event.repository,
-                        event.tag,
-                        received_at,
-                        str(event.source),
-                    )
-            for request in enqueue:
-                _enqueue(c, event.registry, event.repository, request, received_at)
-            return True
-
-        return await self._tx(fn)
+    async def record_events(self, events: Sequence[PushEvent], received_at: datetime) -> int:
+        """Several events that cause no work (a scan's view of one repository) in one
+        transaction, so a first scan of a large registry is not one fsync per tag; returns
+        how many were new."""
+        return await self._tx(lambda c: sum(_record_event(c, e, received_at, ()) for e in events))
 
     async def set_tag(
         self, registry: str, repository: str, tag: str, digest: Digest, at: datetime, source: str
@@ -357,17 +309,21 @@ class SqliteStore:
         source: str,
         alerts: Sequence[OutboxAlert] = (),
         trust_fingerprint: str = "",
+        sightings: Sequence[Sighting] = (),
     ) -> Finished:
-        """Record a claimed item's outcome (verdict, alerts, next check) in one transaction."""
+        """Record a claimed item's outcome (verdict, alerts, signers seen, next check) in one
+        transaction: a signer is new in a repository, and its drift alert written, exactly
+        once even when two workers finish digests of one repository at the same moment."""
 
         def fn(c: sqlite3.Connection) -> Finished:
             held = c.execute(
-                "SELECT lease_owner FROM work WHERE registry=? AND repository=? AND ref=?",
+                "SELECT lease_owner, rerun FROM work WHERE registry=? AND repository=? AND ref=?",
                 (item.registry, item.repository, item.ref),
             ).fetchone()
             if held is None or held[0] != item.owner:
                 return Finished(False)
             duplicates: list[OutboxAlert] = []
+            findings = record_sightings(c, sightings, now, source, drift=True)
             if verdict is not None:
                 _insert_verdict(
                     c, verdict, final=final, source=source, trust_fingerprint=trust_fingerprint
@@ -419,7 +375,17 @@ class SqliteStore:
                     " lease_until=NULL, updated_at=? WHERE registry=? AND repository=? AND ref=?",
                     (ts(next_due), ts(now), item.registry, item.repository, item.ref),
                 )
-            return Finished(True, tuple(duplicates), len(alerts) - len(duplicates))
+            if held[1]:
+                # A re-check was asked for while this item was in flight (a signature pushed
+                # during its verification): look again now instead of losing the request.
+                c.execute(
+                    "UPDATE work SET state='queued', due_at=?, rerun=0, attempts=0"
+                    " WHERE registry=? AND repository=? AND ref=?",
+                    (ts(now), item.registry, item.repository, item.ref),
+                )
+            return Finished(
+                True, tuple(duplicates), len(alerts) - len(duplicates), tuple(findings)
+            )
 
         return await self._tx(fn)
 
@@ -513,26 +479,18 @@ class SqliteStore:
 
     async def due_alerts(self, now: datetime, limit: int) -> list[tuple[int, OutboxAlert, int]]:
         """Undelivered alerts whose next attempt is due: (id, alert, attempts so far)."""
+        rows = await self._read(
+            lambda c: _alerts(c, "o.state='due' AND o.next_attempt_at <= ?", (ts(now),), limit)
+        )
+        return [(alert_id, alert, attempts) for alert_id, alert, attempts, _ in rows]
 
-        def fn(c: sqlite3.Connection) -> list[tuple[int, OutboxAlert, int]]:
-            rows = c.execute(
-                "SELECT id, dedupe_key, sink, alertname, registry, repository, digest, policy,"
-                " verdict, severity, payload, attempts FROM outbox WHERE state='due'"
-                " AND next_attempt_at <= ? ORDER BY id LIMIT ?",
-                (ts(now), limit),
-            ).fetchall()
-            return [
-                (
-                    int(r[0]),
-                    OutboxAlert(
-                        r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], json.loads(r[10])
-                    ),
-                    int(r[11]),
-                )
-                for r in rows
-            ]
-
-        return await self._read(fn)
+    async def due_alerts_with_status(
+        self, now: datetime, limit: int
+    ) -> list[tuple[int, OutboxAlert, int, bool]]:
+        """Due alerts with whether their condition still holds (a stale one is not sent)."""
+        return await self._read(
+            lambda c: _alerts(c, "o.state='due' AND o.next_attempt_at <= ?", (ts(now),), limit)
+        )
 
     async def alert_sent(self, alert_id: int, now: datetime) -> None:
         """Mark an alert delivered."""
@@ -554,35 +512,19 @@ class SqliteStore:
             )
         )
 
-    async def firing_alerts(self) -> list[OutboxAlert]:
-        """Delivered alerts whose digest's latest verdict under the policy is still the same."""
+    async def sent_alerts(self) -> list[tuple[int, OutboxAlert, bool]]:
+        """Delivered, unresolved alerts and whether their condition still holds."""
+        rows = await self._read(lambda c: _alerts(c, "o.state='sent'", (), 100_000))
+        return [(alert_id, alert, holds) for alert_id, alert, _, holds in rows]
 
-        def fn(c: sqlite3.Connection) -> list[OutboxAlert]:
-            out: list[OutboxAlert] = []
-            rows = c.execute(
-                "SELECT o.dedupe_key, o.sink, o.alertname, o.registry, o.repository, o.digest,"
-                " o.policy, o.verdict, o.severity, o.payload,"
-                " (SELECT v.doc FROM verdicts v WHERE v.registry=o.registry"
-                "  AND v.repository=o.repository AND v.digest=o.digest ORDER BY v.id DESC"
-                "  LIMIT 1) FROM outbox o JOIN digests d ON d.registry=o.registry"
-                " AND d.repository=o.repository AND d.digest=o.digest"
-                " WHERE o.state='sent' AND d.deleted_at IS NULL"
-            ).fetchall()
-            for r in rows:
-                doc = json.loads(r[10]) if r[10] else {}
-                still = any(
-                    p.get("name") == r[6] and p.get("verdict") == r[7]
-                    for p in doc.get("policies", [])
-                ) or (r[2] == "ImageExtraSigner" and doc.get("extra_signers"))
-                if still:
-                    out.append(
-                        OutboxAlert(
-                            r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], json.loads(r[9])
-                        )
-                    )
-            return out
-
-        return await self._read(fn)
+    async def alert_resolved(self, alert_id: int, now: datetime) -> None:
+        """The condition behind a delivered alert ended and the sink was told."""
+        await self._tx(
+            lambda c: c.execute(
+                "UPDATE outbox SET state='resolved', last_error=NULL, next_attempt_at=? WHERE id=?",
+                (ts(now), alert_id),
+            )
+        )
 
     async def history(self, digest: Digest) -> dict[str, list[dict[str, Any]]]:
         """Everything recorded about a digest: events, tag moves, verdicts, alerts."""
@@ -606,12 +548,124 @@ class SqliteStore:
                 ),
                 "verdicts": verdicts,
                 "alerts": rows(c, "SELECT * FROM outbox WHERE digest=? ORDER BY id"),
+                "signers": rows(
+                    c, "SELECT * FROM signers WHERE first_digest=? ORDER BY first_seen_at"
+                ),
+                "findings": rows(c, "SELECT * FROM findings WHERE digest=? ORDER BY id"),
             }
 
         return await self._read(fn)
 
 
 # -- helpers that run inside a transaction, on the store's thread ---------------------------
+
+
+def _alerts(
+    c: sqlite3.Connection, where: str, params: tuple[str, ...], limit: int
+) -> list[tuple[int, OutboxAlert, int, bool]]:
+    """Outbox rows with whether each alert's condition still holds.
+
+    An alert holds while the digest exists and its latest verdict under the policy is still
+    the one alerted on (or, for ImageExtraSigner, still lists extra signers).
+    """
+    rows = c.execute(
+        "SELECT o.id, o.dedupe_key, o.sink, o.alertname, o.registry, o.repository, o.digest,"
+        " o.policy, o.verdict, o.severity, o.payload, o.attempts, d.deleted_at,"
+        " (SELECT v.doc FROM verdicts v WHERE v.registry=o.registry"
+        "  AND v.repository=o.repository AND v.digest=o.digest ORDER BY v.id DESC LIMIT 1)"
+        " FROM outbox o LEFT JOIN digests d ON d.registry=o.registry"
+        " AND d.repository=o.repository AND d.digest=o.digest"
+        f" WHERE {where} ORDER BY o.id LIMIT ?",
+        (*params, limit),
+    ).fetchall()
+    out: list[tuple[int, OutboxAlert, int, bool]] = []
+    for r in rows:
+        doc = json.loads(r[13]) if r[13] else {}
+        if r[3] == "ImageNewSigner":
+            # A finding, not a state: it holds (is delivered) and then simply expires.
+            holds = True
+        elif r[3] == "ImageExtraSigner":
+            holds = bool(doc.get("extra_signers"))
+        else:
+            holds = any(
+                p.get("name") == r[7] and p.get("verdict") == r[8] for p in doc.get("policies", [])
+            )
+        alert = OutboxAlert(r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], json.loads(r[10]))
+        out.append((int(r[0]), alert, int(r[11]), holds and r[12] is None))
+    return out
+
+
+def _record_event(
+    c: sqlite3.Connection, event: PushEvent, received_at: datetime, enqueue: Sequence[Enqueue]
+) -> bool:
+    """An event and its effects (digest, tag moves, work), inside a transaction."""
+    cur = c.execute(
+        "INSERT INTO events (registry, repository, digest, tag, action, source, event_id,"
+        " occurred_at, received_at, actor, source_addr, media_type)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+        (
+            event.registry,
+            event.repository,
+            event.digest,
+            event.tag,
+            str(event.action),
+            str(event.source),
+            event.event_id,
+            ts(event.occurred_at) if event.occurred_at else None,
+            ts(received_at),
+            event.actor,
+            event.source_addr,
+            event.media_type,
+        ),
+    )
+    if cur.rowcount == 0:
+        return False
+    if event.action is Action.PUSH and event.digest is not None:
+        _note_digest(
+            c,
+            event.registry,
+            event.repository,
+            event.digest,
+            received_at,
+            str(event.source),
+            media_type=event.media_type,
+        )
+        if event.tag is not None:
+            _set_tag(
+                c,
+                event.registry,
+                event.repository,
+                event.tag,
+                event.digest,
+                received_at,
+                str(event.source),
+            )
+    elif event.action is Action.DELETE:
+        if event.digest is not None:
+            c.execute(
+                "UPDATE digests SET deleted_at=? WHERE registry=? AND repository=?"
+                " AND digest=? AND deleted_at IS NULL",
+                (ts(received_at), event.registry, event.repository, event.digest),
+            )
+            for (tag,) in c.execute(
+                "SELECT tag FROM tags WHERE registry=? AND repository=? AND digest=?",
+                (event.registry, event.repository, event.digest),
+            ).fetchall():
+                _delete_tag(
+                    c, event.registry, event.repository, tag, received_at, str(event.source)
+                )
+        if event.tag is not None:
+            _delete_tag(
+                c,
+                event.registry,
+                event.repository,
+                event.tag,
+                received_at,
+                str(event.source),
+            )
+    for request in enqueue:
+        _enqueue(c, event.registry, event.repository, request, received_at)
+    return True
 
 
 def _note_digest(
@@ -701,10 +755,19 @@ def _enqueue(
     c: sqlite3.Connection, registry: str, repository: str, request: Enqueue, now: datetime
 ) -> None:
     row = c.execute(
-        "SELECT state, due_at FROM work WHERE registry=? AND repository=? AND ref=?",
+        "SELECT state, due_at, lease_owner FROM work WHERE registry=? AND repository=? AND ref=?",
         (registry, repository, request.ref),
     ).fetchone()
     due = ts(request.due_at)
+    if row is not None and row[2] is not None and request.recheck:
+        # Claimed right now: the running check may have looked before this news arrived,
+        # so finish() queues it once more.
+        c.execute(
+            "UPDATE work SET rerun=1, due_at=min(due_at, ?), updated_at=? WHERE registry=?"
+            " AND repository=? AND ref=?",
+            (due, ts(now), registry, repository, request.ref),
+        )
+        return
     if row is None:
         c.execute(
             "INSERT INTO work (registry, repository, ref, state, due_at, reason, updated_at)"
