@@ -43,6 +43,7 @@ class Limits:
     max_signature_bytes: int = 1 << 20  # simplesigning payloads are a few hundred bytes
     max_attestation_bytes: int = 16 << 20  # provenance can be large, but not unbounded
     max_bundle_bytes: int = 4 << 20
+    max_total_bytes: int = 64 << 20  # all distinct blobs of one digest's material together
     fetch_concurrency: int = 8
 
 
@@ -66,38 +67,61 @@ async def discover(
 ) -> Discovered:
     """Everything the registry holds that may sign or attest ``digest``."""
     limits = limits or Limits()
-    gate = asyncio.Semaphore(limits.fetch_concurrency)
+    fetch = _Fetch(client, repository, limits)
     referrers, sigs, atts = await asyncio.gather(
-        _referrers(client, repository, digest, limits, gate),
-        _legacy(client, repository, digest, Kind.SIGNATURE, limits, gate),
-        _legacy(client, repository, digest, Kind.ATTESTATION, limits, gate),
+        _referrers(client, repository, digest, limits, fetch),
+        _legacy(client, repository, digest, Kind.SIGNATURE, limits, fetch),
+        _legacy(client, repository, digest, Kind.ATTESTATION, limits, fetch),
     )
     materials = (*referrers[0], *sigs, *atts)
     return Discovered(materials=materials, notes=referrers[1])
 
 
-async def _blob(
-    client: RegistryClient,
-    repository: str,
-    descriptor: Mapping[str, Any],
-    cap: int,
-    gate: asyncio.Semaphore,
-) -> bytes | str:
-    """A layer's bytes, or a human-readable reason it could not be read (hostile material)."""
-    try:
-        digest = parse_digest(str(descriptor.get("digest")))
-    except ValueError as exc:
-        return f"layer digest invalid: {exc}"
-    size = descriptor.get("size")
-    if isinstance(size, int) and size > cap:
-        return f"layer {digest} declares {size} bytes, over the {cap}-byte cap"
-    try:
-        async with gate:
-            return await client.get_blob(repository, digest, max_bytes=cap)
-    except TooLargeError:
-        return f"layer {digest} is larger than the {cap}-byte cap"
-    except DigestMismatchError:
-        return f"registry returned content for layer {digest} that does not match its digest"
+class _Fetch:
+    """One discovery's fetch state: bounded concurrency, one fetch per blob, a byte budget.
+
+    A hostile `.att` manifest can list the same 16 MiB blob a thousand times; fetching it
+    once and charging every distinct blob against a per-image budget keeps one digest's
+    discovery to tens of megabytes whatever the manifests say.
+    """
+
+    def __init__(self, client: RegistryClient, repository: str, limits: Limits) -> None:
+        self.client = client
+        self.repository = repository
+        self.gate = asyncio.Semaphore(limits.fetch_concurrency)
+        self.budget = limits.max_total_bytes
+        self._blobs: dict[Digest, asyncio.Task[bytes | str]] = {}
+
+    async def blob(self, descriptor: Mapping[str, Any], cap: int) -> bytes | str:
+        """A layer's bytes, or a human-readable reason it could not be read."""
+        try:
+            digest = parse_digest(str(descriptor.get("digest")))
+        except ValueError as exc:
+            return f"layer digest invalid: {exc}"
+        size = descriptor.get("size")
+        if isinstance(size, int) and not isinstance(size, bool) and size > cap:
+            return f"layer {digest} declares {size} bytes, over the {cap}-byte cap"
+        task = self._blobs.get(digest)
+        if task is None:
+            limit = size if isinstance(size, int) and not isinstance(size, bool) else cap
+            if limit > self.budget:
+                return (
+                    f"layer {digest} would exceed the per-image budget for signature material "
+                    "(too many or too large layers)"
+                )
+            self.budget -= limit
+            task = asyncio.ensure_future(self._get(digest, limit))
+            self._blobs[digest] = task
+        return await task
+
+    async def _get(self, digest: Digest, limit: int) -> bytes | str:
+        try:
+            async with self.gate:
+                return await self.client.get_blob(self.repository, digest, max_bytes=limit)
+        except TooLargeError:
+            return f"layer {digest} is larger than its declared size or the {limit}-byte cap"
+        except DigestMismatchError:
+            return f"registry returned content for layer {digest} that does not match its digest"
 
 
 async def _legacy(
@@ -106,7 +130,7 @@ async def _legacy(
     digest: Digest,
     kind: Kind,
     limits: Limits,
-    gate: asyncio.Semaphore,
+    fetch: _Fetch,
 ) -> list[Material]:
     suffix = "sig" if kind is Kind.SIGNATURE else "att"
     tag = signature_tag(digest, suffix)
@@ -142,7 +166,7 @@ async def _legacy(
         if not isinstance(raw_annotations, dict):
             return UnreadableMaterial(kind, Format.LEGACY, "annotations not an object", source)
         annotations = {str(k): str(v) for k, v in raw_annotations.items() if isinstance(v, str)}
-        blob = await _blob(client, repository, layer, cap, gate)
+        blob = await fetch.blob(layer, cap)
         if isinstance(blob, str):
             return UnreadableMaterial(kind, Format.LEGACY, blob, source)
         return LegacyLayer(kind, want, blob, annotations, source)
@@ -156,7 +180,7 @@ async def _referrers(
     repository: str,
     digest: Digest,
     limits: Limits,
-    gate: asyncio.Semaphore,
+    fetch: _Fetch,
 ) -> tuple[list[Material], tuple[str, ...]]:
     notes: list[str] = []
     descriptors: list[Descriptor] | None = await client.referrers(repository, digest)
@@ -188,7 +212,7 @@ async def _referrers(
             return None
         source = f"referrer {desc.digest}"
         try:
-            async with gate:
+            async with fetch.gate:
                 manifest = await client.get_manifest(repository, desc.digest)
         except (TooLargeError, DigestMismatchError) as exc:
             return UnreadableMaterial(Kind.SIGNATURE, Format.BUNDLE, str(exc), source)
@@ -208,7 +232,7 @@ async def _referrers(
             if isinstance(la, dict) and str(la.get("mediaType", "")).startswith(BUNDLE_PREFIX)
         ]
         if len(bundles) == 1:
-            blob = await _blob(client, repository, bundles[0], limits.max_bundle_bytes, gate)
+            blob = await fetch.blob(bundles[0], limits.max_bundle_bytes)
             if isinstance(blob, str):
                 return UnreadableMaterial(Kind.SIGNATURE, Format.BUNDLE, blob, source)
             return BundleArtifact(blob, hint if isinstance(hint, str) else None, source)
@@ -218,11 +242,15 @@ async def _referrers(
             if isinstance(la, dict) and la.get("mediaType") == SIMPLESIGNING_MEDIA_TYPE
         ]
         if len(sigs) == 1:  # cosign --registry-referrers-mode=oci-1-1
-            blob = await _blob(client, repository, sigs[0], limits.max_signature_bytes, gate)
+            blob = await fetch.blob(sigs[0], limits.max_signature_bytes)
             if isinstance(blob, str):
                 return UnreadableMaterial(Kind.SIGNATURE, Format.LEGACY, blob, source)
-            raw = sigs[0].get("annotations") or {}
-            ann = {str(k): str(v) for k, v in raw.items() if isinstance(v, str)}
+            raw = sigs[0].get("annotations")
+            ann = (
+                {str(k): v for k, v in raw.items() if isinstance(v, str)}
+                if isinstance(raw, dict)
+                else {}
+            )
             return LegacyLayer(Kind.SIGNATURE, SIMPLESIGNING_MEDIA_TYPE, blob, ann, source)
         return None
 

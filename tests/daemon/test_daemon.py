@@ -281,3 +281,40 @@ async def test_work_survives_a_crash(
         assert record.final_verdict == "unsigned"
     finally:
         await stop_running(r)
+
+
+async def test_images_disguised_as_artifacts_are_still_judged(running: Running) -> None:
+    """A `subject` field or a look-alike `sha256-….sig` tag must not hide an ordinary tag."""
+    import json as _json
+
+    repo = running.repo("app-disguise")
+    target = await oci.push_image(running.client, repo, "base")
+    config, layer, manifest = oci.random_image(7)
+    await running.client.put_blob(repo, config)
+    await running.client.put_blob(repo, layer)
+    doc = _json.loads(manifest)
+    doc["subject"] = {"mediaType": target.media_type, "digest": target.digest, "size": target.size}
+    raw = _json.dumps(doc).encode()
+    digest = await running.client.put_manifest(repo, "latest", raw, doc["mediaType"])
+    await running.final(repo, digest, want="unsigned")
+
+    other = oci.random_image(8)
+    await running.client.put_blob(repo, other[0])
+    await running.client.put_blob(repo, other[1])
+    look_alike = "sha256-" + "f" * 64 + ".sig"
+    hidden = await running.client.put_manifest(repo, look_alike, other[2], doc["mediaType"])
+    await running.client.put_manifest(repo, "prod", other[2], doc["mediaType"])
+    await running.final(repo, hidden, want="unsigned")
+
+
+async def test_platform_verdicts_follow_their_index(running: Running) -> None:
+    """Judged unsigned first (no grace period), then signed: the children follow the index."""
+    repo = running.repo("multi-late")
+    index = await oci.push_index(running.client, repo, "v1", platforms=2)
+    await running.final(repo, index.digest, want="unsigned")
+    for child in index.manifests:
+        await running.final(repo, child.digest, want="unsigned")
+    await sign_bundle(running, repo, index)
+    await running.final(repo, index.digest, want="verified")
+    for child in index.manifests:
+        await running.final(repo, child.digest, want="verified")

@@ -292,3 +292,29 @@ def test_attestation_with_altered_statement(kit: SigstoreKit, trust: Trust) -> N
     env["payload"] = base64.b64encode(json.dumps(statement).encode()).decode()
     f = check(trust, mutate(layer, blob=json.dumps(env).encode()), kind=Kind.ATTESTATION)
     assert not f.valid and f.error is not None and "does not verify" in f.error
+
+
+@pytest.mark.parametrize(
+    "bundle",
+    [
+        "[" * 5000 + "]" * 5000,
+        '{"SignedEntryTimestamp":"AAAA","Payload":{"body":"e30=","integratedTime":"²",'
+        '"logIndex":1,"logID":"00"}}',
+        '{"SignedEntryTimestamp":"AAAA","Payload":{"body":"e30=","integratedTime":"'
+        + "9" * 5000
+        + '","logIndex":1,"logID":"00"}}',
+    ],
+    ids=["deeply-nested", "unicode-digit", "huge-integer"],
+)
+def test_hostile_bundle_annotation_is_invalid_not_a_crash(
+    kit: SigstoreKit, trust: Trust, bundle: str
+) -> None:
+    layer = kit.sign_legacy(REF, DIGEST, ID, GH)
+    f = check(trust, mutate(layer, annotations={sk.ANNOTATION_BUNDLE: bundle}))
+    assert not f.valid and f.error
+
+
+def test_deeply_nested_attestation_is_invalid_not_a_crash(trust: Trust) -> None:
+    layer = sk.LegacyLayer(media_type=sk.DSSE_LAYER_MEDIA_TYPE, blob=b"[" * 100_000, annotations={})
+    f = check(trust, layer, kind=Kind.ATTESTATION)
+    assert not f.valid and f.error is not None and "nested" in f.error

@@ -62,7 +62,22 @@ class Processor:
         self.on_alerts = on_alerts
 
     async def process(self, item: WorkItem) -> None:
-        """Advance one claimed item; never raises for registry or material problems."""
+        """Advance one claimed item; an unexpected failure is retried, then becomes `error`."""
+        try:
+            await self._process(item)
+        except Exception as exc:
+            # A bug or input nobody foresaw: never retry forever, never call it unsigned.
+            log.exception("work_failed", registry=item.registry, repository=item.repository,
+                          ref=item.ref, attempt=item.attempts)
+            registry = self.config.registry_named(item.registry)
+            if registry is None or item.tag is not None:
+                await self._retry_or_drop(item, utcnow(), f"internal error: {exc!r}")
+                return
+            tags = await self.store.tags_for(registry.name, item.repository, item.digest)
+            await self._decide_error(item, registry, utcnow(), tags,
+                                     f"internal error while verifying: {type(exc).__name__}")
+
+    async def _process(self, item: WorkItem) -> None:
         registry = self.config.registry_named(item.registry)
         now = utcnow()
         if registry is None:  # removed from the config by a reload
@@ -128,16 +143,13 @@ class Processor:
 
     async def _classify(
         self, item: WorkItem, registry: RegistryConfig, now: datetime
-    ) -> str | None:
-        """Fetch the manifest once to learn what the digest is; None if it is gone."""
+    ) -> str:
+        """Fetch the manifest once to learn what the digest is (raises RegistryError)."""
         record = await self.store.digest(registry.name, item.repository, item.digest)
         if record is not None and record.kind != "unknown":
             return record.kind
         client = await self.engine.client_named(registry)
-        try:
-            manifest = await client.get_manifest(item.repository, item.digest)
-        except NotFoundError:
-            return None
+        manifest = await client.get_manifest(item.repository, item.digest)
         subject = manifest.json.get("subject")
         if isinstance(subject, dict) and isinstance(subject.get("digest"), str):
             try:
@@ -191,25 +203,32 @@ class Processor:
         return kind
 
     async def _verify(self, item: WorkItem, registry: RegistryConfig, now: datetime) -> None:
-        tags = await self.store.tags_for(registry.name, item.repository, item.digest)
-        if any(attachment_subject(t) for t in tags):
+        all_tags = await self.store.tags_for(registry.name, item.repository, item.digest)
+        # A digest is an image as soon as it has one ordinary tag, whatever else it carries:
+        # a look-alike `sha256-<hex>.sig` tag or a `subject` field must not hide an image.
+        tags = [t for t in all_tags if attachment_subject(t) is None]
+        if all_tags and not tags:
             await self.store.finish(
                 item, now, verdict=None, final=False, next_due=None, source="webhook"
             )
             return
         try:
             kind = await self._classify(item, registry, now)
+        except NotFoundError as exc:
+            # Just pushed yet not found: replication lag or a flaky proxy as often as a delete.
+            await self._decide_error(item, registry, now, tags, f"manifest not found: {exc}")
+            return
         except RegistryError as exc:
             await self._decide_error(item, registry, now, tags, f"registry failed: {exc}")
             return
-        if kind in (None, "attachment"):
+        if kind == "attachment" and not tags:
             await self.store.finish(
                 item, now, verdict=None, final=False, next_due=None, source="webhook"
             )
             return
         record = await self.store.digest(registry.name, item.repository, item.digest)
         assert record is not None
-        if kind == "platform" and record.parent_digest is not None:
+        if kind == "platform" and record.parent_digest is not None and not tags:
             await self._inherit(item, registry, now, tags, record.parent_digest)
             return
         ref = ImageReference(registry.host, item.repository, None, item.digest)
@@ -298,8 +317,21 @@ class Processor:
                 digest=item.digest,
                 signer=finding.signer.describe(),
             )
+        for duplicate in recorded.duplicate_alerts:
+            self.metrics.alerts.labels(
+                sink=duplicate.sink, verdict=duplicate.verdict, outcome="deduplicated"
+            ).inc()
         # New alerts to deliver, or a verdict that may have ended an alert's condition.
         self.on_alerts()
+        record = await self.store.digest(registry.name, item.repository, item.digest)
+        if record is not None and record.kind == "index":
+            # Platform manifests take the index's verdict: when it changes, so do theirs.
+            for child in await self.store.children(registry.name, item.repository, item.digest):
+                await self.store.enqueue(
+                    registry.name,
+                    item.repository,
+                    Enqueue(child, now, f"index {item.digest} has a new verdict", recheck=True),
+                )
         for result in verdict.policies:
             self.metrics.verdicts.labels(
                 registry=registry.name,

@@ -25,6 +25,16 @@ def _accepted(authority: Authority, finding: Finding) -> bool:
     return not (authority.key is not None and authority.key.require_tlog and finding.tlog is None)
 
 
+def _missing_tlog(policy: Policy, finding: Finding) -> bool:
+    return finding.tlog is None and any(
+        a.key is not None
+        and a.key.require_tlog
+        and finding.signer is not None
+        and a.accepts(finding.signer)
+        for a in policy.authorities
+    )
+
+
 def accepting_authority(policy: Policy, finding: Finding) -> Authority | None:
     """The first authority of ``policy`` that accepts the finding's signer, if any."""
     for authority in policy.authorities:
@@ -88,7 +98,7 @@ def _unsatisfied(policy: Policy, findings: Sequence[Finding]) -> tuple[Verdict, 
         return Verdict.MISSING_ATTESTATION, [
             "signature material found, but not the required attestations signed by an allowed "
             f"authority; policy wants {wanted}",
-            *_finding_notes(findings),
+            *_finding_notes(policy, findings),
         ]
     signatures = [f for f in findings if f.kind is Kind.SIGNATURE]
     if not signatures:
@@ -96,23 +106,34 @@ def _unsatisfied(policy: Policy, findings: Sequence[Finding]) -> tuple[Verdict, 
         verdict = Verdict.MISSING_ATTESTATION if has_attestation_authority else Verdict.UNSIGNED
         return verdict, [
             f"no image signature found (only attestations); policy wants {wanted}",
-            *_finding_notes(findings),
+            *_finding_notes(policy, findings),
         ]
-    valid = [f for f in signatures if f.valid and f.signer is not None]
+    # A signature by an allowed key that lacks the transparency-log entry its authority
+    # requires (`ctlog:`) is not a stranger's: it is signature material that fails a check.
+    valid = [
+        f for f in signatures if f.valid and f.signer is not None and not _missing_tlog(policy, f)
+    ]
     if valid:
         signers = ", ".join(sorted({f.signer.describe() for f in valid if f.signer}))
         return Verdict.UNEXPECTED_SIGNER, [
             f"valid signature(s) by {signers}, none by an allowed authority; policy wants {wanted}",
-            *_finding_notes(findings),
+            *_finding_notes(policy, findings),
         ]
     return Verdict.INVALID_SIGNATURE, [
         f"signature material found but none verifies; policy wants {wanted}",
-        *_finding_notes(findings),
+        *_finding_notes(policy, findings),
     ]
 
 
-def _finding_notes(findings: Sequence[Finding]) -> list[str]:
-    return [f"{f.source}: {f.error}" for f in findings if not f.valid and f.error]
+def _finding_notes(policy: Policy, findings: Sequence[Finding]) -> list[str]:
+    notes = [f"{f.source}: {f.error}" for f in findings if not f.valid and f.error]
+    notes += [
+        f"{f.source}: signed by an allowed key but without the transparency-log entry "
+        "the authority requires"
+        for f in findings
+        if f.valid and _missing_tlog(policy, f)
+    ]
+    return notes
 
 
 def decide(policy: Policy, findings: Sequence[Finding], *, in_grace: bool = False) -> PolicyResult:

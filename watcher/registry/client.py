@@ -949,7 +949,8 @@ def _content_length(headers: CIMultiDictProxy[str]) -> int | None:
 def _loads_or_none(body: bytes) -> Any:
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: a hostile registry nesting arrays a few thousand deep.
         return None
 
 

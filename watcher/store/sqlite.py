@@ -685,7 +685,7 @@ def _note_digest(
         " media_type, parent_digest) VALUES (?,?,?,?,?,coalesce(?, 'unknown'),?,?)"
         " ON CONFLICT (registry, repository, digest) DO UPDATE SET"
         " kind=coalesce(?, kind), media_type=coalesce(media_type, ?),"
-        " parent_digest=coalesce(?, parent_digest), deleted_at=NULL",
+        " parent_digest=coalesce(parent_digest, ?), deleted_at=NULL",
         (
             registry,
             repository,

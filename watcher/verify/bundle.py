@@ -61,7 +61,7 @@ def verify_bundle(
     hint = artifact.predicate_type_hint
     try:
         doc = json.loads(artifact.bundle)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         return Finding.invalid(
             _kind_for(hint),
             Format.BUNDLE,

@@ -44,6 +44,8 @@ def load_json_object(raw: bytes, what: str) -> dict[str, Any]:
         value = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MaterialError(f"{what}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise MaterialError(f"{what}: JSON nested too deeply") from None
     if not isinstance(value, dict):
         raise MaterialError(f"{what}: expected a JSON object")
     return value

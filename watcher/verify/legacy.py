@@ -56,9 +56,9 @@ def verify_legacy(
         layer.annotations.get(ANN_PREDICATE_TYPE) if layer.kind is Kind.ATTESTATION else None
     )
     try:
-        signed, signature, payload = _signed_bytes(layer)
+        signed, signature, payload, payload_type = _signed_bytes(layer)
         if layer.kind is Kind.ATTESTATION:
-            predicate_type = _check_attestation_payload(signed, payload, digest)
+            predicate_type = _check_attestation_payload(payload_type, payload, digest)
         promise = (
             LogPromise.from_annotation(layer.annotations[ANN_BUNDLE])
             if ANN_BUNDLE in layer.annotations
@@ -93,22 +93,21 @@ def verify_legacy(
     )
 
 
-def _signed_bytes(layer: LegacyLayer) -> tuple[bytes, bytes, bytes]:
-    """(bytes the signature is over, signature, payload) for a `.sig` or `.att` layer."""
+def _signed_bytes(layer: LegacyLayer) -> tuple[bytes, bytes, bytes, str]:
+    """(bytes signed, signature, payload, payload type) for a `.sig` or `.att` layer."""
     if layer.kind is Kind.SIGNATURE:
         if ANN_SIGNATURE not in layer.annotations:
             raise MaterialError(f"layer has no {ANN_SIGNATURE} annotation")
         signature = b64decode_strict(layer.annotations[ANN_SIGNATURE], ANN_SIGNATURE)
-        return layer.blob, signature, layer.blob
+        return layer.blob, signature, layer.blob, SIMPLESIGNING_MEDIA_TYPE
     envelope = Envelope.parse(layer.blob)
     if len(envelope.signatures) != 1:
         raise MaterialError(f"DSSE envelope has {len(envelope.signatures)} signatures; want 1")
-    return envelope.pae(), envelope.signatures[0], envelope.payload
+    return envelope.pae(), envelope.signatures[0], envelope.payload, envelope.payload_type
 
 
-def _check_attestation_payload(signed: bytes, payload: bytes, digest: Digest) -> str:
+def _check_attestation_payload(envelope_type: str, payload: bytes, digest: Digest) -> str:
     """An attestation must be an in-toto statement about this digest; returns its predicate."""
-    envelope_type = signed.split(b" ", 3)[2].decode("utf-8", "replace")
     if envelope_type != INTOTO_PAYLOAD_TYPE:
         raise _Rejected(f"DSSE payloadType is {envelope_type!r}, want {INTOTO_PAYLOAD_TYPE}")
     statement = Statement.parse(payload)

@@ -97,11 +97,12 @@ class LogPromise:
 
 
 def _is_int(value: object) -> bool:
+    """A JSON integer, or a string of at most 20 ASCII digits (int() accepts far more)."""
     if isinstance(value, bool):
         return False
     if isinstance(value, int):
         return True
-    return isinstance(value, str) and value.isdigit()
+    return isinstance(value, str) and 0 < len(value) <= 20 and value.isascii() and value.isdigit()
 
 
 def _public_key_der(pem_b64: object, what: str) -> bytes:
