@@ -67,23 +67,48 @@ class Processor:
             await self._process(item)
         except Exception as exc:
             # A bug or input nobody foresaw: never retry forever, never call it unsigned.
-            log.exception("work_failed", registry=item.registry, repository=item.repository,
-                          ref=item.ref, attempt=item.attempts)
+            log.exception(
+                "work_failed",
+                registry=item.registry,
+                repository=item.repository,
+                ref=item.ref,
+                attempt=item.attempts,
+            )
             registry = self.config.registry_named(item.registry)
             if registry is None or item.tag is not None:
                 await self._retry_or_drop(item, utcnow(), f"internal error: {exc!r}")
                 return
             tags = await self.store.tags_for(registry.name, item.repository, item.digest)
-            await self._decide_error(item, registry, utcnow(), tags,
-                                     f"internal error while verifying: {type(exc).__name__}")
+            await self._decide_error(
+                item,
+                registry,
+                utcnow(),
+                tags,
+                f"internal error while verifying: {type(exc).__name__}",
+            )
+
+    async def _done(self, item: WorkItem, now: datetime) -> None:
+        """Nothing (more) to decide for this item."""
+        await self.store.finish(
+            item, now, verdict=None, final=False, next_due=None, source="webhook"
+        )
+
+    async def _later(self, item: WorkItem, now: datetime) -> None:
+        """Look again after the backoff for this attempt, recording nothing now."""
+        await self.store.finish(
+            item,
+            now,
+            verdict=None,
+            final=False,
+            next_due=now + backoff(item.attempts, self.backoff_base),
+            source="webhook",
+        )
 
     async def _process(self, item: WorkItem) -> None:
         registry = self.config.registry_named(item.registry)
         now = utcnow()
         if registry is None:  # removed from the config by a reload
-            await self.store.finish(
-                item, now, verdict=None, final=False, next_due=None, source="webhook"
-            )
+            await self._done(item, now)
             return
         if item.tag is not None:
             await self._resolve_tag(item, registry, now)
@@ -115,20 +140,11 @@ class Processor:
             log.warning(
                 "tag_not_found", registry=registry.name, repository=item.repository, tag=item.tag
             )
-        await self.store.finish(
-            item, now, verdict=None, final=False, next_due=None, source="webhook"
-        )
+        await self._done(item, now)
 
     async def _retry_or_drop(self, item: WorkItem, now: datetime, reason: str) -> None:
         if item.attempts < self.error_attempts:
-            await self.store.finish(
-                item,
-                now,
-                verdict=None,
-                final=False,
-                next_due=now + backoff(item.attempts, self.backoff_base),
-                source="webhook",
-            )
+            await self._later(item, now)
         else:
             log.error(
                 "work_abandoned",
@@ -137,13 +153,9 @@ class Processor:
                 ref=item.ref,
                 reason=reason,
             )
-            await self.store.finish(
-                item, now, verdict=None, final=False, next_due=None, source="webhook"
-            )
+            await self._done(item, now)
 
-    async def _classify(
-        self, item: WorkItem, registry: RegistryConfig, now: datetime
-    ) -> str:
+    async def _classify(self, item: WorkItem, registry: RegistryConfig, now: datetime) -> str:
         """Fetch the manifest once to learn what the digest is (raises RegistryError)."""
         record = await self.store.digest(registry.name, item.repository, item.digest)
         if record is not None and record.kind != "unknown":
@@ -208,9 +220,7 @@ class Processor:
         # a look-alike `sha256-<hex>.sig` tag or a `subject` field must not hide an image.
         tags = [t for t in all_tags if attachment_subject(t) is None]
         if all_tags and not tags:
-            await self.store.finish(
-                item, now, verdict=None, final=False, next_due=None, source="webhook"
-            )
+            await self._done(item, now)
             return
         try:
             kind = await self._classify(item, registry, now)
@@ -222,9 +232,7 @@ class Processor:
             await self._decide_error(item, registry, now, tags, f"registry failed: {exc}")
             return
         if kind == "attachment" and not tags:
-            await self.store.finish(
-                item, now, verdict=None, final=False, next_due=None, source="webhook"
-            )
+            await self._done(item, now)
             return
         record = await self.store.digest(registry.name, item.repository, item.digest)
         assert record is not None
@@ -377,14 +385,7 @@ class Processor:
                 attempt=item.attempts,
                 reason=reason,
             )
-            await self.store.finish(
-                item,
-                now,
-                verdict=None,
-                final=False,
-                next_due=now + backoff(item.attempts, self.backoff_base),
-                source="webhook",
-            )
+            await self._later(item, now)
             return
         if verdict is None:
             ref = ImageReference(registry.host, item.repository, None, item.digest)
@@ -416,14 +417,7 @@ class Processor:
                 item.repository,
                 Enqueue(parent, now, f"platform manifest {item.digest}"),
             )
-            await self.store.finish(
-                item,
-                now,
-                verdict=None,
-                final=False,
-                next_due=now + backoff(item.attempts, self.backoff_base),
-                source="webhook",
-            )
+            await self._later(item, now)
             return
         results = tuple(
             PolicyResult(

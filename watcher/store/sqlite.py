@@ -30,7 +30,12 @@ from watcher.store.base import (
     parse_ts,
     ts,
 )
-from watcher.store.inventory import InventoryQueries, connect_readonly, record_sightings
+from watcher.store.inventory import (
+    InventoryQueries,
+    connect_readonly,
+    insert_outbox,
+    record_sightings,
+)
 from watcher.store.schema import MIGRATIONS
 from watcher.verdicts import ImageVerdict
 
@@ -341,27 +346,7 @@ class SqliteStore(InventoryQueries):
                         ),
                     )
             for alert in alerts:
-                cur = c.execute(
-                    "INSERT INTO outbox (dedupe_key, sink, alertname, registry, repository,"
-                    " digest, policy, verdict, severity, payload, created_at, state,"
-                    " next_attempt_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,'due',?)"
-                    " ON CONFLICT (dedupe_key) DO NOTHING",
-                    (
-                        alert.dedupe_key,
-                        alert.sink,
-                        alert.alertname,
-                        alert.registry,
-                        alert.repository,
-                        alert.digest,
-                        alert.policy,
-                        alert.verdict,
-                        alert.severity,
-                        json.dumps(alert.payload),
-                        ts(now),
-                        ts(now),
-                    ),
-                )
-                if cur.rowcount == 0:
+                if not insert_outbox(c, alert, now):
                     duplicates.append(alert)
             if next_due is None:
                 c.execute(
@@ -383,9 +368,7 @@ class SqliteStore(InventoryQueries):
                     " WHERE registry=? AND repository=? AND ref=?",
                     (ts(now), item.registry, item.repository, item.ref),
                 )
-            return Finished(
-                True, tuple(duplicates), len(alerts) - len(duplicates), tuple(findings)
-            )
+            return Finished(True, tuple(duplicates), len(alerts) - len(duplicates), tuple(findings))
 
         return await self._tx(fn)
 
