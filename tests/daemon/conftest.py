@@ -20,6 +20,7 @@ from watcher.daemon.app import Daemon
 from watcher.refs import Digest
 from watcher.registry.client import RegistryClient
 from watcher.store.base import DigestRecord
+from watcher.testing.registry_server import notifications as registry_notifications
 from watcher.testing.sigstore_kit import SigstoreKit
 
 GH = "https://token.actions.githubusercontent.com"
@@ -128,22 +129,8 @@ class Running:
 
 
 def notifications(port: int) -> dict[str, Any]:
-    return {
-        "notifications": {
-            "events": {"includereferences": True},
-            "endpoints": [
-                {
-                    "name": "watcher",
-                    "url": f"http://127.0.0.1:{port}/webhooks/local",
-                    "headers": {"Authorization": [f"Bearer {SECRET}"]},
-                    "timeout": "2s",
-                    "threshold": 3,
-                    "backoff": "1s",
-                    "ignore": {"mediatypes": ["application/octet-stream"], "actions": ["pull"]},
-                }
-            ],
-        }
-    }
+    """The test registry's notifications, pointed at the daemon under test."""
+    return registry_notifications(f"http://127.0.0.1:{port}/webhooks/local", SECRET)
 
 
 async def start_running(

@@ -29,6 +29,7 @@ from watcher.daemon.app import Daemon
 from watcher.metrics import Metrics
 from watcher.registry.client import RegistryClient
 from watcher.testing import oci
+from watcher.testing.registry_server import notifications
 from watcher.testing.sigstore_kit import SigstoreKit
 
 GH = "https://token.actions.githubusercontent.com"
@@ -223,22 +224,7 @@ async def _world(
     secret.write_text("inv-" + secrets.token_hex(8))
     extra = None
     if notify_port is not None:
-        extra = {
-            "notifications": {
-                "events": {"includereferences": True},
-                "endpoints": [
-                    {
-                        "name": "watcher",
-                        "url": f"http://127.0.0.1:{notify_port}/webhooks/local",
-                        "headers": {"Authorization": [f"Bearer {secret.read_text()}"]},
-                        "timeout": "2s",
-                        "threshold": 3,
-                        "backoff": "1s",
-                        "ignore": {"mediatypes": ["application/octet-stream"], "actions": ["pull"]},
-                    }
-                ],
-            }
-        }
+        extra = notifications(f"http://127.0.0.1:{notify_port}/webhooks/local", secret.read_text())
     try:
         registry = start_registry(tmp_path / "registry", extra)
     except RegistryUnavailable as exc:

@@ -26,7 +26,7 @@ import yaml
 
 from watcher.registry.client import RegistryClient
 from watcher.testing import oci
-from watcher.testing.registry_server import RegistryProcess, start_registry
+from watcher.testing.registry_server import RegistryProcess, notifications, start_registry
 from watcher.testing.sigstore_kit import SigstoreKit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -123,24 +123,11 @@ async def main_async(keep: bool) -> int:
         port = int(registry_url.rsplit(":", 1)[1])
         registry = start_registry(
             workdir,
-            {
-                "notifications": {
-                    "endpoints": [
-                        {
-                            "name": "registry-watcher",
-                            "url": f"http://{watcher_listen}/webhooks/{config['registries'][0]['name']}",
-                            "headers": {"Authorization": [f"Bearer {secret}"]},
-                            "timeout": "2s",
-                            "threshold": 3,
-                            "backoff": "1s",
-                            "ignore": {
-                                "mediatypes": ["application/octet-stream"],
-                                "actions": ["pull"],
-                            },
-                        }
-                    ],
-                },
-            },
+            notifications(
+                f"http://{watcher_listen}/webhooks/{config['registries'][0]['name']}",
+                secret,
+                name="registry-watcher",
+            ),
             port=port,
         )
         log = (workdir / "watcher.log").open("wb")

@@ -205,3 +205,27 @@ def running_registry(
         yield registry
     finally:
         registry.stop()
+
+
+def notifications(url: str, token: str, *, name: str = "watcher") -> dict[str, Any]:
+    """distribution's ``notifications`` config block pointing at a watcher's webhook.
+
+    Short timeout and backoff so tests and the demo see redeliveries quickly; blob pushes
+    and pulls are filtered at the source, as a production config would.
+    """
+    return {
+        "notifications": {
+            "events": {"includereferences": True},
+            "endpoints": [
+                {
+                    "name": name,
+                    "url": url,
+                    "headers": {"Authorization": [f"Bearer {token}"]},
+                    "timeout": "2s",
+                    "threshold": 3,
+                    "backoff": "1s",
+                    "ignore": {"mediatypes": ["application/octet-stream"], "actions": ["pull"]},
+                }
+            ],
+        }
+    }
