@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEBIAN_PACKAGES := docker-registry prometheus prometheus-alertmanager
 
-.PHONY: test lint typecheck pytest deps venv clean run verify demo
+.PHONY: test lint typecheck pytest deps venv clean run verify demo bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -46,6 +46,11 @@ verify: venv
 # The whole product on one machine: a registry, the daemon, a signed/unsigned population.
 demo: venv deps
 	$(BIN)/python -m watcher.testing.demo
+
+# Benchmarks beside the naive loop and the floor (bench/README.md); figures, never pass/fail.
+# Options go in BENCH_ARGS, e.g. make bench BENCH_ARGS="latency --duration 30".
+bench: venv deps
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

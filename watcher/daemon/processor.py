@@ -355,8 +355,9 @@ class Processor:
                 verdict=str(Verdict.NO_POLICY),
             ).inc()
         if first_final:
+            # Measured when the verdict is recorded, so verification time is included.
             self.metrics.push_to_verdict.labels(registry=registry.name).observe(
-                max(0.0, (now - first_seen).total_seconds())
+                max(0.0, (utcnow() - first_seen).total_seconds())
             )
         log.info(
             "verdict_final",

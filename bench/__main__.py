@@ -1,0 +1,5 @@
+"""`python -m bench [NAME ...] [options]`."""
+
+from bench.cli import main
+
+raise SystemExit(main())
