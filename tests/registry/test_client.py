@@ -730,6 +730,40 @@ async def test_referrers_unsupported_is_none(status: int, content_type: str, bod
         assert await client.referrers("a/b", sha256_digest(b"x")) is None
 
 
+async def test_referrers_absence_is_remembered_and_rechecked() -> None:
+    """No API once means no probe for every digest (one request less each), for a while."""
+    hits: list[str] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        hits.append(request.path)
+        return web.Response(status=404, text="404 page not found")
+
+    now = [1000.0]
+    async with serve(handler) as url, fake_client(url, clock=lambda: now[0]) as client:
+        for i in range(3):
+            assert await client.referrers("a/b", sha256_digest(bytes([i]))) is None
+        assert len(hits) == 1
+        now[0] += 601  # long enough: the registry may have been upgraded
+        assert await client.referrers("a/b", sha256_digest(b"z")) is None
+        assert len(hits) == 2
+
+
+async def test_referrers_404_after_the_api_worked_is_an_error_not_no_signatures() -> None:
+    """A proxy or failover answering 404 must not make a bundle-signed image look unsigned."""
+    answers = [200, 404]
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if answers.pop(0) == 200:
+            body = canonical({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []})
+            return web.Response(body=body, headers={"Content-Type": OCI_INDEX})
+        return web.Response(status=404, text="404 page not found")
+
+    async with serve(handler) as url, fake_client(url) as client:
+        assert await client.referrers("a/b", sha256_digest(b"x")) == []
+        with pytest.raises(RegistryUnavailableError):
+            await client.referrers("a/b", sha256_digest(b"y"))
+
+
 async def test_referrers_malformed_index_is_protocol_error() -> None:
     async def handler(request: web.Request) -> web.StreamResponse:
         bad = canonical({"mediaType": OCI_INDEX, "manifests": [{"digest": "sha256:zz"}]})

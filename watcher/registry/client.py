@@ -72,6 +72,7 @@ DEFAULT_MAX_MANIFEST_BYTES = 4 * MiB  # distribution's own manifest limit
 DEFAULT_MAX_LIST_BYTES = 32 * MiB  # 2.8 returns every tag in one page
 DEFAULT_MAX_PAGES = 1000
 _ERROR_BODY_CAP = 64 * 1024  # error bodies are read only to learn the error code
+REFERRERS_RECHECK_SECONDS = 600.0  # how long "no referrers API" is believed
 _TOKEN_BODY_CAP = 1 * MiB
 _CHUNK = 64 * 1024
 
@@ -232,6 +233,10 @@ class RegistryClient:
         self._session = session
         self._owns_session = session is None
         self._auth = Authenticator(name, credentials, self._fetch_token, clock=clock)
+        self._clock = clock
+        # Whether this registry has the OCI 1.1 referrers API: None until it answers.
+        self._referrers_api: bool | None = None
+        self._referrers_recheck_at = 0.0
 
     def __repr__(self) -> str:
         return f"RegistryClient(name={self.name!r}, base_url={self._prefix!r})"
@@ -403,6 +408,11 @@ class RegistryClient:
         expected = self._check_reference(digest)
         if expected is None:
             raise refs.ReferenceError(f"referrers are listed for a digest, not {digest!r}")
+        now = self._clock()
+        if self._referrers_api is False and now < self._referrers_recheck_at:
+            # Known not to have the API: go straight to the fallback tag (one request less
+            # per digest); ask again now and then in case the registry was upgraded.
+            return None
         url = self._url(f"/v2/{self._check_repo(repository)}/referrers/{expected}")
         if artifact_type is not None:
             url = url.update_query(artifactType=artifact_type)
@@ -418,6 +428,18 @@ class RegistryClient:
                 max_bytes=self._max_manifest_bytes,
             )
             if page == 0 and resp.status in (400, 404, 406):
+                if self._referrers_api:
+                    # This registry answered the API before: a 404 now is a proxy or a
+                    # failover, and reading the fallback tag would report "no signatures".
+                    raise RegistryUnavailableError(
+                        self.name,
+                        f"referrers API answered {resp.status} but worked before",
+                        method="GET",
+                        url=resp.url,
+                        status=resp.status,
+                    )
+                self._referrers_api = False
+                self._referrers_recheck_at = now + REFERRERS_RECHECK_SECONDS
                 return None
             if resp.status != 200:
                 raise self._status_error(resp, f"referrers of {expected} in {repository}")
@@ -431,6 +453,7 @@ class RegistryClient:
                 raise self._protocol(resp, "referrers page is not an OCI image index")
             if not isinstance(data, dict) or not isinstance(data.get("manifests"), list):
                 raise self._protocol(resp, "referrers response has no 'manifests' list")
+            self._referrers_api = True
             out.extend(self._descriptors(resp, data["manifests"]))
             applied = resp.headers.get("OCI-Filters-Applied", "")
             filtered = filtered and "artifactType" in [p.strip() for p in applied.split(",")]
