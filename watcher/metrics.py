@@ -92,6 +92,15 @@ class Metrics:
             ["registry", "code"],
             registry=r,
         )
+        # Beyond the contract: webhook entries dropped on purpose (blob pushes, pulls,
+        # repositories outside the configured globs, other hosts), so a misrouted webhook
+        # shows up on a dashboard instead of only in logs.
+        self.webhook_events_ignored = Counter(
+            "watcher_webhook_events_ignored",
+            "Webhook entries ignored (outside the watched repositories, blob pushes, pulls).",
+            ["registry"],
+            registry=r,
+        )
         self.last_poll_success = Gauge(
             "watcher_last_poll_success_timestamp_seconds",
             "Unix time of the last successful poll cycle.",

@@ -178,6 +178,20 @@ async def test_webhook_refusals_and_redelivery(running: Running) -> None:
     assert 'watcher_webhook_requests_total{code="401",registry="local"} 2.0' in metrics
     assert 'watcher_webhook_requests_total{code="413",registry="local"} 1.0' in metrics
     assert SECRET not in metrics
+    outside = json.dumps(
+        {
+            "events": [
+                dict(
+                    event["events"][0],
+                    id="evt-2",
+                    target=dict(event["events"][0]["target"], repository="other/app"),
+                )
+            ]
+        }
+    ).encode()
+    status, text = await _post(running, outside, auth)
+    assert status == 202 and json.loads(text) == {"accepted": 0, "duplicates": 0, "ignored": 1}
+    assert 'watcher_webhook_events_ignored_total{registry="local"} 1.0' in await _metrics(running)
 
 
 async def test_api_image(running: Running) -> None:

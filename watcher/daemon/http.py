@@ -102,6 +102,8 @@ async def webhook(request: web.Request) -> web.Response:
         new += await daemon.record(event)
     for reason in parsed.ignored:
         log.info("webhook_entry_ignored", registry=name, reason=reason)
+    if parsed.ignored:
+        daemon.metrics.webhook_events_ignored.labels(registry=name).inc(len(parsed.ignored))
     return _answer(
         daemon,
         name,
