@@ -208,6 +208,7 @@ def _sample_metrics() -> Metrics:
             m.registry_request(registry, "GET", code, 0.05)
         for code in ("202", "401"):
             m.webhook_requests.labels(registry, code).inc()
+        m.webhook_events_ignored.labels(registry).inc()
     for outcome in ("sent", "failed", "deduplicated"):
         m.alerts.labels("am", "unsigned", outcome).inc()
     return m
