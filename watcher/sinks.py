@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -240,7 +240,12 @@ async def deliver_due(
 
 
 async def refresh_and_resolve(
-    store: SqliteStore, sinks: Mapping[str, Sink], *, refresh: bool, now: datetime | None = None
+    store: SqliteStore,
+    sinks: Mapping[str, Sink],
+    *,
+    refresh: bool,
+    digests: Collection[str] | None = None,
+    now: datetime | None = None,
 ) -> tuple[int, int]:
     """Resolve delivered alerts whose condition ended; optionally refresh those that hold.
 
@@ -251,7 +256,7 @@ async def refresh_and_resolve(
     now = now or utcnow()
     refreshed = resolved = 0
     firing: dict[str, list[OutboxAlert]] = {}
-    for alert_id, alert, holds in await store.sent_alerts():
+    for alert_id, alert, holds in await store.sent_alerts(None if refresh else digests):
         sink = sinks.get(alert.sink)
         if sink is None:
             continue
@@ -291,17 +296,24 @@ async def deliver_forever(
     wake: asyncio.Event,
     interval: float = 1.0,
     refresh_every: timedelta = timedelta(minutes=15),
+    touched: set[str] | None = None,
 ) -> None:
-    """The outbox loop: deliver due alerts; refresh firing ones now and then."""
+    """The outbox loop: deliver due alerts; resolve or refresh delivered ones.
+
+    ``touched`` collects the digests that got a final verdict since the last round (the
+    daemon adds to it); only their delivered alerts are re-examined between full refreshes.
+    """
+    touched = touched if touched is not None else set()
     last_refresh = utcnow()
     while not stopping.is_set():
-        woken = wake.is_set()
         wake.clear()
+        digests = set(touched)
+        touched.difference_update(digests)
         try:
             await deliver_due(store, sinks(), metrics)
             refresh = utcnow() - last_refresh >= refresh_every
-            if woken or refresh:  # a final verdict may have ended an alert's condition
-                await refresh_and_resolve(store, sinks(), refresh=refresh)
+            if digests or refresh:  # a final verdict may have ended an alert's condition
+                await refresh_and_resolve(store, sinks(), refresh=refresh, digests=digests)
             if refresh:
                 last_refresh = utcnow()
         except Exception:

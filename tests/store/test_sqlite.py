@@ -120,3 +120,38 @@ async def test_verdict_and_alerts_in_one_transaction_and_never_twice(tmp_path: P
     assert await store.due_alerts(now, 10) == []
     assert len(await store.due_alerts(now + timedelta(seconds=31), 10)) == 1
     await store.close()
+
+
+async def test_error_budget_is_counted_apart_from_grace_rechecks(tmp_path: Path) -> None:
+    """Many pending re-checks must not use up the retries a registry failure gets."""
+    store = await SqliteStore.open(tmp_path / "w.db")
+    now = utcnow()
+    await store.enqueue("local", "acme/app", Enqueue(D1, now, "push"))
+    for _ in range(10):  # grace re-checks
+        item = await store.claim("w", now, 10)
+        assert item is not None
+        await store.finish(item, now, verdict=None, final=False, next_due=now, source="t")
+    item = await store.claim("w", now, 10)
+    assert item is not None and item.attempts == 11 and item.errors == 0
+    await store.finish(item, now, verdict=None, final=False, next_due=now, source="t", failed=True)
+    item = await store.claim("w", now, 10)
+    assert item is not None and item.errors == 1
+    await store.finish(item, now, verdict=None, final=False, next_due=now, source="t")
+    item = await store.claim("w", now, 10)
+    assert item is not None and item.errors == 0  # a success resets the count
+    await store.close()
+
+
+async def test_the_same_tag_pushed_again_is_resolved_again(tmp_path: Path) -> None:
+    """Docker Hub and Quay name only a tag: each push of it must be looked at."""
+    from watcher.daemon.intake import plan
+
+    store = await SqliteStore.open(tmp_path / "w.db")
+    now = utcnow()
+    for n in range(2):
+        ev = PushEvent("hub", "library/app", None, "latest", Action.PUSH, Source.WEBHOOK, None)
+        assert await store.record_event(ev, now + timedelta(seconds=n), plan(ev, now))
+        item = await store.claim("w", now + timedelta(seconds=n), 10)
+        assert item is not None and item.tag == "latest", n
+        await store.finish(item, now, verdict=None, final=False, next_due=None, source="t")
+    await store.close()

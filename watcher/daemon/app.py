@@ -23,7 +23,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from watcher.config import Config, ConfigError, load_config
+from watcher.config import Config, load_config
 from watcher.daemon.intake import UNTAGGED_SETTLE, plan
 from watcher.daemon.processor import Processor
 from watcher.engine import Engine
@@ -70,6 +70,9 @@ class Daemon:
         self._http: aiohttp.ClientSession | None = None
         self.sinks: dict[str, Sink] = {}
         self._reloads: set[asyncio.Task[bool]] = set()
+        self._reload_lock = asyncio.Lock()
+        self._touched: set[str] = set()
+        self._gauges_dirty = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._pollers: list[asyncio.Task[None]] = []
         self._poll_stop = asyncio.Event()
@@ -128,10 +131,16 @@ class Daemon:
             self.metrics,
             error_attempts=self.error_attempts,
             backoff_base=self.backoff_base,
-            on_alerts=self._alerts_wake.set,
+            on_alerts=self._verdict_recorded,
         )
         if self._http is not None:
             self.sinks = build_sinks(config.alerts, self._http)
+
+    def _verdict_recorded(self, digest: str) -> None:
+        """A final verdict was written: its alerts may need resolving, the gauges a refresh."""
+        self._touched.add(digest)
+        self._alerts_wake.set()
+        self._gauges_dirty.set()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         self._tasks.append(asyncio.create_task(coro))
@@ -146,7 +155,14 @@ class Daemon:
 
             async def run(registry: Any = registry) -> None:
                 client = await engine.client_named(registry)
-                await poll_forever(registry, client, store, self.record, self.metrics, stop)
+                while not stop.is_set():
+                    try:
+                        await poll_forever(registry, client, store, self.record, self.metrics, stop)
+                    except Exception:
+                        # Never let one bug end polling of a registry for good.
+                        log.exception("poller_failed", registry=registry.name)
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(stop.wait(), timeout=5.0)
 
             self._pollers.append(asyncio.create_task(run()))
 
@@ -161,6 +177,7 @@ class Daemon:
         self.ready = False
         self._stopping.set()
         self._wake.set()
+        self._gauges_dirty.set()
         await self._stop_pollers()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -180,10 +197,14 @@ class Daemon:
 
     async def reload(self) -> bool:
         """Load the config again; keep the running one if the new one is invalid."""
+        async with self._reload_lock:  # two quick SIGHUPs must not leave a stray poller
+            return await self._reload()
+
+    async def _reload(self) -> bool:
         try:
             config = await asyncio.to_thread(load_config, self.config_path)
             trust = await asyncio.to_thread(load_trust, config.trust.trusted_root, config.state_dir)
-        except (ConfigError, Exception) as exc:
+        except Exception as exc:  # ConfigError, TrustError, an unreadable file
             log.error("config_reload_rejected", path=str(self.config_path), error=str(exc))
             return False
         await self._stop_pollers()
@@ -234,7 +255,14 @@ class Daemon:
         owner = f"{self.owner}-{n}"
         while not self._stopping.is_set():
             assert self.store is not None and self.processor is not None
-            item = await self.store.claim(owner, utcnow(), self.lease_seconds)
+            try:
+                item = await self.store.claim(owner, utcnow(), self.lease_seconds)
+            except Exception:
+                # The store hiccupped (locked, disk full): keep the worker alive and retry.
+                log.exception("claim_failed", worker=owner)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), timeout=1.0)
+                continue
             if item is None:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -253,18 +281,28 @@ class Daemon:
         assert self.store is not None
         # A getter, so a reload's new sinks are used from the next round on.
         await deliver_forever(
-            self.store, lambda: self.sinks, self.metrics, self._stopping, self._alerts_wake
+            self.store,
+            lambda: self.sinks,
+            self.metrics,
+            self._stopping,
+            self._alerts_wake,
+            touched=self._touched,
         )
 
     async def _refresh_gauges(self) -> None:
         """Coverage and pending gauges come from the store, so they are right after restart."""
         while not self._stopping.is_set():
+            self._gauges_dirty.clear()
             try:
                 await self.refresh_gauges()
             except Exception:
                 log.exception("gauge_refresh_failed")
+            # At most every 5 s (the coverage query reads every tag), at least every 30 s,
+            # and soon after a verdict changed something.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=5.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._gauges_dirty.wait(), timeout=25.0)
 
     async def refresh_gauges(self) -> None:
         """Recompute coverage, images-by-verdict and pending gauges from the store."""

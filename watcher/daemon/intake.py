@@ -35,7 +35,14 @@ def plan(event: PushEvent, now: datetime, settle: timedelta = UNTAGGED_SETTLE) -
     if event.digest is None:
         if event.tag is None:
             return []
-        return [Enqueue(TAG_REF_PREFIX + event.tag, now, f"tag {event.tag} pushed (no digest)")]
+        # Re-opened every time: the same tag pushed again may now name another digest.
+        return [
+            Enqueue(
+                TAG_REF_PREFIX + event.tag, now, f"tag {event.tag} pushed (no digest)", recheck=True
+            )
+        ]
     if event.tag is None:
         return [Enqueue(event.digest, now + settle, "pushed by digest, untagged")]
-    return [Enqueue(event.digest, now, f"pushed as {event.tag}")]
+    # A tagged push is judged again even if the digest was judged before: a new tag can bring
+    # policies that select by tag, and a digest first seen untagged must not stay unjudged.
+    return [Enqueue(event.digest, now, f"pushed as {event.tag}", recheck=True)]

@@ -51,7 +51,7 @@ class Processor:
         *,
         error_attempts: int = MAX_ERROR_ATTEMPTS,
         backoff_base: float = 5.0,
-        on_alerts: Callable[[], None] = lambda: None,
+        on_alerts: Callable[[str], None] = lambda digest: None,
     ) -> None:
         self.config = config
         self.engine = engine
@@ -104,6 +104,18 @@ class Processor:
             source="webhook",
         )
 
+    async def _retry_after_error(self, item: WorkItem, now: datetime) -> None:
+        """Try again after a registry failure; the error budget counts failures in a row."""
+        await self.store.finish(
+            item,
+            now,
+            verdict=None,
+            final=False,
+            next_due=now + backoff(item.errors + 1, self.backoff_base),
+            source="webhook",
+            failed=True,
+        )
+
     async def _process(self, item: WorkItem) -> None:
         registry = self.config.registry_named(item.registry)
         now = utcnow()
@@ -137,14 +149,14 @@ class Processor:
                 Enqueue(digest, now, f"tag {item.tag} resolved to {digest}"),
             )
         else:
-            log.warning(
-                "tag_not_found", registry=registry.name, repository=item.repository, tag=item.tag
-            )
+            # Just pushed yet not found: replication lag as often as a quick delete.
+            await self._retry_or_drop(item, now, f"tag {item.tag} not found")
+            return
         await self._done(item, now)
 
     async def _retry_or_drop(self, item: WorkItem, now: datetime, reason: str) -> None:
-        if item.attempts < self.error_attempts:
-            await self._later(item, now)
+        if item.errors + 1 < self.error_attempts:
+            await self._retry_after_error(item, now)
         else:
             log.error(
                 "work_abandoned",
@@ -293,9 +305,11 @@ class Processor:
         verdict: ImageVerdict,
         first_seen: datetime,
         first_final: bool,
+        *,
+        alert: bool = True,
     ) -> None:
         sinks = [a.name for a in self.config.alerts]
-        alerts = alerts_for(verdict, sinks)
+        alerts = alerts_for(verdict, sinks) if alert else []
         # Every valid signer goes into the repository's signer history in the same
         # transaction as the verdict; a stranger to a repository with a history is drift.
         sightings = [] if verdict.error else sightings_for(verdict.to_json(), sinks)
@@ -330,7 +344,7 @@ class Processor:
                 sink=duplicate.sink, verdict=duplicate.verdict, outcome="deduplicated"
             ).inc()
         # New alerts to deliver, or a verdict that may have ended an alert's condition.
-        self.on_alerts()
+        self.on_alerts(item.digest)
         record = await self.store.digest(registry.name, item.repository, item.digest)
         if record is not None and record.kind == "index":
             # Platform manifests take the index's verdict: when it changes, so do theirs.
@@ -377,16 +391,16 @@ class Processor:
         reason: str | None,
         verdict: ImageVerdict | None = None,
     ) -> None:
-        if item.attempts < self.error_attempts:
+        if item.errors + 1 < self.error_attempts:
             log.warning(
                 "verification_retry",
                 registry=registry.name,
                 repository=item.repository,
                 digest=item.digest,
-                attempt=item.attempts,
+                failures=item.errors + 1,
                 reason=reason,
             )
-            await self._later(item, now)
+            await self._retry_after_error(item, now)
             return
         if verdict is None:
             ref = ImageReference(registry.host, item.repository, None, item.digest)
@@ -437,4 +451,5 @@ class Processor:
             results,
             reasons=(f"reached through multi-arch index {parent}",),
         )
-        await self._final(item, registry, now, verdict, now, False)
+        # The index's own alert already speaks for its platforms: one page per push, not N+1.
+        await self._final(item, registry, now, verdict, now, False, alert=False)

@@ -52,6 +52,7 @@ class WorkItem:
     attempts: int
     reason: str
     owner: str
+    errors: int = 0  # consecutive failed attempts (registry errors), apart from grace re-checks
 
     @property
     def tag(self) -> str | None:
@@ -263,6 +264,7 @@ class Store(Protocol):
         alerts: Sequence[OutboxAlert] = (),
         trust_fingerprint: str = "",
         sightings: Sequence[Sighting] = (),
+        failed: bool = False,
     ) -> Finished:
         """Record the outcome of a claimed item; falsy if the lease was lost meanwhile."""
 

@@ -156,4 +156,14 @@ CREATE UNIQUE INDEX findings_once ON findings (registry, repository, kind, issue
 CREATE INDEX findings_digest ON findings (digest);
 """,
     ),
+    (
+        3,
+        "error retries counted apart from grace re-checks; indexes for per-digest lookups",
+        """
+ALTER TABLE work ADD COLUMN errors INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX verdicts_by_digest ON verdicts (digest, id);
+CREATE INDEX outbox_digest ON outbox (digest);
+CREATE INDEX tag_history_previous ON tag_history (previous_digest);
+""",
+    ),
 )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -285,7 +285,7 @@ class SqliteStore(InventoryQueries):
         def fn(c: sqlite3.Connection) -> WorkItem | None:
             now_s = ts(now)
             row = c.execute(
-                "SELECT registry, repository, ref, attempts, reason FROM work"
+                "SELECT registry, repository, ref, attempts, reason, errors FROM work"
                 " WHERE state IN ('queued','pending') AND due_at <= ?"
                 " AND (lease_until IS NULL OR lease_until < ?)"
                 " ORDER BY due_at LIMIT 1",
@@ -299,7 +299,7 @@ class SqliteStore(InventoryQueries):
                 " WHERE registry=? AND repository=? AND ref=?",
                 (owner, until, now_s, row[0], row[1], row[2]),
             )
-            return WorkItem(row[0], row[1], row[2], int(row[3]) + 1, row[4], owner)
+            return WorkItem(row[0], row[1], row[2], int(row[3]) + 1, row[4], owner, int(row[5]))
 
         return await self._tx(fn)
 
@@ -315,6 +315,7 @@ class SqliteStore(InventoryQueries):
         alerts: Sequence[OutboxAlert] = (),
         trust_fingerprint: str = "",
         sightings: Sequence[Sighting] = (),
+        failed: bool = False,
     ) -> Finished:
         """Record a claimed item's outcome (verdict, alerts, signers seen, next check) in one
         transaction: a signer is new in a repository, and its drift alert written, exactly
@@ -360,6 +361,11 @@ class SqliteStore(InventoryQueries):
                     " lease_until=NULL, updated_at=? WHERE registry=? AND repository=? AND ref=?",
                     (ts(next_due), ts(now), item.registry, item.repository, item.ref),
                 )
+            # Registry failures in a row: the error budget, kept apart from grace re-checks.
+            c.execute(
+                "UPDATE work SET errors=? WHERE registry=? AND repository=? AND ref=?",
+                (item.errors + 1 if failed else 0, item.registry, item.repository, item.ref),
+            )
             if held[1]:
                 # A re-check was asked for while this item was in flight (a signature pushed
                 # during its verification): look again now instead of losing the request.
@@ -495,9 +501,24 @@ class SqliteStore(InventoryQueries):
             )
         )
 
-    async def sent_alerts(self) -> list[tuple[int, OutboxAlert, bool]]:
-        """Delivered, unresolved alerts and whether their condition still holds."""
-        rows = await self._read(lambda c: _alerts(c, "o.state='sent'", (), 100_000))
+    async def sent_alerts(
+        self, digests: Collection[str] | None = None
+    ) -> list[tuple[int, OutboxAlert, bool]]:
+        """Delivered, unresolved alerts (of some digests, or all) and whether each holds.
+
+        After a verdict only that digest's alerts need a look; the full pass is for the
+        periodic refresh, so a large outbox is not re-read on every verdict.
+        """
+        if digests is None:
+            rows = await self._read(lambda c: _alerts(c, "o.state='sent'", (), -1))
+        else:
+            wanted = sorted(set(digests))[:500]
+            if not wanted:
+                return []
+            marks = ",".join("?" * len(wanted))
+            rows = await self._read(
+                lambda c: _alerts(c, f"o.state='sent' AND o.digest IN ({marks})", tuple(wanted), -1)
+            )
         return [(alert_id, alert, holds) for alert_id, alert, _, holds in rows]
 
     async def alert_resolved(self, alert_id: int, now: datetime) -> None:
