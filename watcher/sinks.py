@@ -1,11 +1,12 @@
 """Delivering alerts from the outbox: Alertmanager API v2, Slack-compatible and JSON webhooks.
 
-Delivery is at least once from the store's point of view and exactly once in effect: an
-alert stays in the outbox until a sink accepts it, each attempt is bounded (a few quick
-tenacity retries with a timeout), and between attempts the outbox schedules the next try
-with a growing, capped delay, forever. Alertmanager deduplicates by label set, so the
-periodic refresh that keeps ``endsAt`` in the future while a verdict still fails is not a
-second alert. Webhook URLs are credentials: they never appear in logs, errors or metrics.
+Delivery is at least once: an alert stays in the outbox until a sink accepts it, each
+attempt is bounded (a few quick tenacity retries with a timeout), and between attempts the
+outbox schedules the next try with a growing, capped delay, forever. Alertmanager
+deduplicates by label set, so for it a repeat (after a crash between the POST and marking the
+alert sent, or the periodic refresh that keeps ``endsAt`` ahead) is not a second alert; a chat
+or JSON webhook could see such a repeat, once, after a crash in that narrow window.
+Webhook URLs are credentials: they never appear in logs, errors or metrics.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 The store is the watcher's memory and its queue: a push is acknowledged only once it is
 here, work is claimed from here with a lease (so a crash mid-verification means another
 claim after the lease expires), and a verdict is written together with the alerts it causes
-in one transaction (so an alert is never lost and never sent twice).
+in one transaction (so an alert is never lost, and queued once per sink, digest, policy and
+alert name).
 """
 
 from __future__ import annotations

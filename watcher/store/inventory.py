@@ -48,6 +48,11 @@ class StoreOutdated(Exception):
     """A read-only open found a database an older watcher wrote; it cannot migrate it."""
 
 
+def register_functions(conn: sqlite3.Connection) -> None:
+    """SQL functions the queries share with Python, so both define things the same way."""
+    conn.create_function("is_attachment_tag", 1, is_attachment_tag, deterministic=True)
+
+
 def connect_readonly(path: str) -> sqlite3.Connection:
     """A connection SQLite refuses to write through (``mode=ro``); nothing is created.
 
@@ -60,6 +65,7 @@ def connect_readonly(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA busy_timeout=10000")
+    register_functions(conn)
     try:
         version = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()[0]
     except sqlite3.DatabaseError:

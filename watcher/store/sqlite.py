@@ -35,6 +35,7 @@ from watcher.store.inventory import (
     connect_readonly,
     insert_outbox,
     record_sightings,
+    register_functions,
 )
 from watcher.store.schema import MIGRATIONS
 from watcher.verdicts import ImageVerdict
@@ -82,6 +83,7 @@ class SqliteStore(InventoryQueries):
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA busy_timeout=10000")
+        register_functions(conn)
         self._conn = conn
         self._migrate(conn)
 
@@ -445,7 +447,7 @@ class SqliteStore(InventoryQueries):
                 "  LIMIT 1), 'pending') AS verdict, count(*)"
                 " FROM tags t LEFT JOIN digests d ON d.registry=t.registry"
                 "  AND d.repository=t.repository AND d.digest=t.digest"
-                " WHERE t.tag NOT LIKE 'sha256-%' AND coalesce(d.kind,'') != 'attachment'"
+                " WHERE NOT is_attachment_tag(t.tag) AND coalesce(d.kind,'') != 'attachment'"
                 " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
             ).fetchall()
             return [CoverageRow(r[0], r[1], r[2], int(r[3])) for r in rows]
