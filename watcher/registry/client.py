@@ -650,14 +650,29 @@ class RegistryClient:
         max_bytes: int,
         params: tuple[tuple[str, str], ...] = (),
     ) -> _Response:
-        """Send with bounded retries on connection errors, timeouts, 429 and 5xx."""
+        """Send with bounded retries on connection errors, timeouts, 429 and 5xx.
+
+        The first attempt runs without tenacity: building a retry controller for every
+        request was a tenth of the watcher's CPU in a profile, and nearly every request
+        succeeds first time. Only a failure pays for the retry machinery.
+        """
+        try:
+            return await self._attempt(
+                method, url, headers=headers, data=data, max_bytes=max_bytes, params=params
+            )
+        except (RegistryUnavailableError, ThrottledError) as exc:
+            if self._retry_attempts == 1:
+                raise
+            first = exc
+        await self._sleep(self._delay(first, 1))
+        log.warning("registry_retry", registry=self.name, attempt=1, error=str(first))
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._retry_attempts),
-            wait=self._wait,
+            stop=stop_after_attempt(self._retry_attempts - 1),
+            wait=lambda state: self._wait(state, offset=1),
             retry=retry_if_exception_type((RegistryUnavailableError, ThrottledError)),
             sleep=self._sleep,
             reraise=True,
-            before_sleep=self._log_retry,
+            before_sleep=lambda state: self._log_retry(state, offset=1),
         )
         async for attempt in retrying:
             with attempt:
@@ -770,21 +785,25 @@ class RegistryClient:
             buf += chunk
         return bytes(buf)
 
-    def _wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome is not None else None
+    def _delay(self, exc: BaseException | None, attempt_number: int) -> float:
+        """How long to wait after failed attempt number ``attempt_number`` (1-based)."""
         hint = getattr(exc, "retry_after", None)
         if isinstance(hint, float):
             return min(hint, self._retry_after_cap)
-        delay = min(self._retry_max, self._retry_base * 2.0 ** (state.attempt_number - 1))
+        delay = min(self._retry_max, self._retry_base * 2.0 ** (attempt_number - 1))
         return delay * (0.5 + random.random() / 2)  # jitter: do not retry in lockstep
 
-    def _log_retry(self, state: RetryCallState) -> None:
+    def _wait(self, state: RetryCallState, offset: int = 0) -> float:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        return self._delay(exc, state.attempt_number + offset)
+
+    def _log_retry(self, state: RetryCallState, offset: int = 0) -> None:
         exc = state.outcome.exception() if state.outcome is not None else None
         wait = state.next_action.sleep if state.next_action is not None else None
         log.warning(
             "registry_retry",
             registry=self.name,
-            attempt=state.attempt_number,
+            attempt=state.attempt_number + offset,
             wait_seconds=wait,
             error=str(exc),
         )
