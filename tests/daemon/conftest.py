@@ -113,7 +113,7 @@ class Running:
                 and (want is None or record.final_verdict == want)
             ):
                 return record
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # poll interval inside the deadline loop
         raise AssertionError(f"no final verdict {want or ''} for {repo}@{digest}: {record}")
 
     async def until(self, check: Callable[[], Any], timeout: float = 20.0) -> Any:
@@ -124,7 +124,7 @@ class Running:
             value = await check()
             if value:
                 return value
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # poll interval inside the deadline loop
         raise AssertionError(f"condition not met within {timeout}s")
 
 

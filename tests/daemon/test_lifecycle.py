@@ -27,7 +27,7 @@ async def _wait(cond, timeout: float = 20.0):  # type: ignore[no-untyped-def]
     while loop.time() < deadline:
         if await cond():
             return
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # poll interval inside the deadline loop
     raise AssertionError("condition not met in time")
 
 

@@ -484,6 +484,6 @@ def start_prometheus(
         ):
             if response.status == 200:
                 return prometheus
-        time.sleep(0.1)
+        time.sleep(0.1)  # poll interval; the deadline above bounds the wait
     prometheus.stop()
     raise RuntimeError(f"prometheus not ready in {START_TIMEOUT}s:\n{prometheus.log_tail()}")

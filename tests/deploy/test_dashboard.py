@@ -237,11 +237,11 @@ def test_every_expression_evaluates_in_prometheus(tmp_path: Path) -> None:
                 if values and float(values[0]["value"][1]) >= 3:
                     break
                 assert time.monotonic() < deadline, prometheus.log_tail()
-                time.sleep(0.5)
+                time.sleep(0.5)  # poll interval; the deadline above bounds the wait
             for _ in range(3):  # a little traffic between scrapes: nonzero rates
                 metrics.verdicts.labels("local", "acme/app", "acme-release", "unsigned").inc()
                 metrics.registry_request("local", "GET", "429", 0.1)
-                time.sleep(1)
+                time.sleep(1)  # spread increments over scrapes (1s): the behaviour wanted
             failures = []
             for source, expr in all_expressions():
                 answer = prometheus.query(expr)

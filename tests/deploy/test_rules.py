@@ -306,7 +306,7 @@ def test_alertmanager_inhibits_warning_for_the_same_digest(tmp_path: Path) -> No
                 break
             except OSError:
                 assert time.monotonic() < deadline, "alertmanager did not start"
-                time.sleep(0.1)
+                time.sleep(0.1)  # poll interval; the deadline above bounds the wait
         common = {"registry": "local", "repository": "acme/app", "policy": "acme-release"}
         alerts = [
             {"alertname": "ImageUnsigned", "severity": "critical", "digest": "sha256:aa"},
@@ -331,7 +331,7 @@ def test_alertmanager_inhibits_warning_for_the_same_digest(tmp_path: Path) -> No
             }
             if got == expected or time.monotonic() > deadline:
                 break
-            time.sleep(0.2)
+            time.sleep(0.2)  # poll interval; the deadline above bounds the wait
         assert got == expected
     finally:
         process.terminate()

@@ -279,7 +279,7 @@ class Watched:
             value = await check()
             if value:
                 return value
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # poll interval inside the deadline loop
         raise AssertionError(f"condition not met within {timeout}s")
 
     async def final(self, repo: str, digest: str, want: str, timeout: float = 20.0) -> None:

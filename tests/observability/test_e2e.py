@@ -59,7 +59,7 @@ async def until(check: Callable[[], Any], timeout: float = 30.0, what: str = "")
             last = await last
         if last:
             return last
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.1)  # poll interval inside the deadline loop
     raise AssertionError(f"timed out waiting for {what}: last={last!r}")
 
 
