@@ -93,3 +93,71 @@ def test_real_public_good_attestation_verifies_offline(tmp_path: Path) -> None:
     assert f.predicate_type == "https://cosign.sigstore.dev/attestation/v1"
     assert (tmp_path / "sigstore").is_dir()  # the TUF cache lives under the state dir
     assert not verify_material(artifact(raw), OTHER, trust, []).valid
+
+
+def key_bundle(kit: SigstoreKit, private, digest: Digest, *, tlog: bool = True) -> bytes:  # type: ignore[no-untyped-def]
+    """`cosign sign --key --new-bundle-format`: a public-key hint, DSSE, a dsse tlog entry."""
+    from watcher.testing import sigstore_kit as sk
+
+    statement = sk.cosign_sign_statement(digest)
+    signature = sk.sign_data(private, sk.dsse_pae(sk.INTOTO_PAYLOAD_TYPE, statement))
+    envelope = {
+        "payload": sk.b64(statement),
+        "payloadType": sk.INTOTO_PAYLOAD_TYPE,
+        "signatures": [{"sig": sk.b64(signature)}],
+    }
+    material: dict[str, object] = {"publicKey": {"hint": "release-key"}}
+    if tlog:
+        body = sk.dsse_body(
+            json.dumps(envelope).encode(),
+            statement,
+            signature,
+            sk.public_key_pem(private.public_key()),
+        )
+        entry = kit.log.append(body)
+        material["tlogEntries"] = [
+            {
+                "logIndex": str(entry.log_index),
+                "logId": {"keyId": sk.b64(bytes.fromhex(entry.log_id))},
+                "kindVersion": {"kind": "dsse", "version": "0.0.1"},
+                "integratedTime": str(entry.integrated_time),
+                "inclusionPromise": {"signedEntryTimestamp": sk.b64(entry.signed_entry_timestamp)},
+                "canonicalizedBody": sk.b64(entry.body),
+            }
+        ]
+    return json.dumps(
+        {
+            "mediaType": sk.BUNDLE_V03_MEDIA_TYPE,
+            "verificationMaterial": material,
+            "dsseEnvelope": envelope,
+        }
+    ).encode()
+
+
+def test_key_signed_bundle(kit: SigstoreKit, trust) -> None:  # type: ignore[no-untyped-def]
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from watcher.verify.certs import key_id
+    from watcher.verify.material import TrustedKey
+
+    ours, theirs = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    trusted = [TrustedKey(key_id(ours.public_key()), ours.public_key())]
+    f = verify_material(artifact(key_bundle(kit, ours, DIGEST)), DIGEST, trust, trusted)
+    assert f.valid, f.error
+    assert f.format is Format.KEY and f.signer is not None and f.signer.key_id == trusted[0].key_id
+    assert f.tlog is not None and f.kind is Kind.SIGNATURE
+    no_log = verify_material(
+        artifact(key_bundle(kit, ours, DIGEST, tlog=False)), DIGEST, trust, trusted
+    )
+    assert no_log.valid and no_log.tlog is None
+    wrong = verify_material(artifact(key_bundle(kit, theirs, DIGEST)), DIGEST, trust, trusted)
+    assert not wrong.valid and wrong.error is not None and "any key" in wrong.error
+    other = verify_material(artifact(key_bundle(kit, ours, OTHER)), DIGEST, trust, trusted)
+    assert not other.valid and other.error is not None and "another image" in other.error
+    # A SET from another entry pasted in: the body no longer describes this signature.
+    doc = json.loads(key_bundle(kit, ours, DIGEST))
+    doc["verificationMaterial"]["tlogEntries"][0]["canonicalizedBody"] = json.loads(
+        key_bundle(kit, ours, DIGEST)
+    )["verificationMaterial"]["tlogEntries"][0]["canonicalizedBody"]
+    swapped = verify_material(artifact(json.dumps(doc).encode()), DIGEST, trust, trusted)
+    assert not swapped.valid
