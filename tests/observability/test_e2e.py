@@ -85,12 +85,14 @@ async def stack(
         am.stop()
         unavailable(str(exc))
         raise
+    stack = Stack(running, prom, am, tmp_path)
     try:
-        yield Stack(running, prom, am, tmp_path)
+        yield stack
     finally:
         prom.stop()
         await stop_running(running)
         am.stop()
+        stack.alertmanager.stop()  # the outage test starts a second one
 
 
 async def push_population(r: Running) -> tuple[str, oci.ImageInfo, str, oci.ImageInfo]:
