@@ -20,7 +20,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -31,6 +30,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from watcher.testing.registry_server import wait_until_ready
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "deploy" / "prometheus" / "rules.yaml"
@@ -474,16 +475,15 @@ def start_prometheus(
             stdin=subprocess.DEVNULL,
         )
     prometheus = PrometheusProcess(f"http://127.0.0.1:{port}", root, process, log_path)
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"prometheus exited {process.returncode}:\n{prometheus.log_tail()}")
-        with (
-            contextlib.suppress(OSError),
-            urllib.request.urlopen(f"{prometheus.url}/-/ready", timeout=1) as response,
-        ):
-            if response.status == 200:
-                return prometheus
-        time.sleep(0.1)  # poll interval; the deadline above bounds the wait
-    prometheus.stop()
-    raise RuntimeError(f"prometheus not ready in {START_TIMEOUT}s:\n{prometheus.log_tail()}")
+    try:
+        wait_until_ready(
+            process,
+            f"{prometheus.url}/-/ready",
+            START_TIMEOUT,
+            "prometheus",
+            log_tail=prometheus.log_tail,
+        )
+    except RuntimeError:
+        prometheus.stop()
+        raise
+    return prometheus

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import subprocess
@@ -13,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from watcher.testing.registry_server import wait_until_ready
 
 START_TIMEOUT = 20.0
 
@@ -84,16 +85,9 @@ def start_alertmanager(root: Path, port: int) -> AlertmanagerProcess:
         stdin=subprocess.DEVNULL,
     )
     am = AlertmanagerProcess(f"http://127.0.0.1:{port}", port, root, process)
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"alertmanager exited with {process.returncode}")
-        with (
-            contextlib.suppress(OSError),
-            urllib.request.urlopen(f"{am.url}/-/ready", timeout=1) as resp,
-        ):
-            if resp.status == 200:
-                return am
-        time.sleep(0.1)  # polling against the deadline above
-    am.stop()
-    raise RuntimeError("alertmanager not ready in time")
+    try:
+        wait_until_ready(process, f"{am.url}/-/ready", START_TIMEOUT, "alertmanager")
+    except RuntimeError:
+        am.stop()
+        raise
+    return am

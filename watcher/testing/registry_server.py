@@ -20,7 +20,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,31 +168,53 @@ def start_registry(
     raise RuntimeError(last_error)
 
 
-def _wait_until_up(registry: RegistryProcess, timeout: float) -> None:
+def wait_until_ready(
+    process: subprocess.Popen[bytes],
+    url: str,
+    timeout: float,
+    what: str,
+    *,
+    ready: tuple[int, ...] = (200,),
+    log_tail: Callable[[], str] = lambda: "",
+) -> None:
+    """Poll ``url`` until it answers one of ``ready`` (a deadline, no fixed waits).
+
+    Raises RuntimeError with the service's log tail if the process exits or the deadline
+    passes; shared by the registry, Prometheus and Alertmanager the tests start.
+    """
     deadline = time.monotonic() + timeout
     delay = 0.01
     while True:
-        if registry.process.poll() is not None:
+        if process.poll() is not None:
             raise RuntimeError(
-                f"registry exited with {registry.process.returncode} during startup:\n"
-                + registry.log_tail()
+                f"{what} exited with {process.returncode} during startup:\n{log_tail()}"
             )
         try:
-            with urllib.request.urlopen(registry.url + "/v2/", timeout=1.0) as resp:
-                if resp.status == 200:
+            with urllib.request.urlopen(url, timeout=1.0) as resp:
+                if resp.status in ready:
                     return
         except urllib.error.HTTPError as exc:
-            if exc.code == 401:
+            if exc.code in ready:
                 return
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
         if time.monotonic() > deadline:
-            raise RuntimeError(
-                f"registry did not answer GET /v2/ within {timeout}s:\n" + registry.log_tail()
-            )
+            raise RuntimeError(f"{what} did not answer {url} within {timeout}s:\n{log_tail()}")
         # Polling back-off against the deadline above, not a fixed wait.
         time.sleep(delay)
         delay = min(delay * 2, 0.2)
+
+
+def _wait_until_up(registry: RegistryProcess, timeout: float) -> None:
+    # A registry that requires auth is up when it answers 401.
+    wait_until_ready(
+        registry.process,
+        registry.url + "/v2/",
+        timeout,
+        "registry",
+        ready=(200, 401),
+        log_tail=registry.log_tail,
+    )
 
 
 @contextlib.contextmanager
