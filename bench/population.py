@@ -98,11 +98,30 @@ class FastWriter:
         self.session = session
         self.host = client.host
         self._sent: set[tuple[str, str]] = set()
+        self._uploading: dict[tuple[str, str], asyncio.Task[str]] = {}
 
     async def put_blob(self, repository: str, data: bytes, /) -> str:
+        """Upload once per repository and digest, even when many pushes share a blob.
+
+        distribution 2.8 can answer a manifest PUT with 400 (blob unknown) while a second,
+        concurrent upload of the same blob is being committed; one upload per blob at a time
+        (the shared empty config above all) avoids that race in the harness.
+        """
         digest = sha256_digest(data)
-        if (repository, digest) in self._sent:
+        key = (repository, digest)
+        if key in self._sent:
             return digest
+        task = self._uploading.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._upload(repository, data, digest))
+            self._uploading[key] = task
+        try:
+            return await task
+        finally:
+            if task.done():
+                self._uploading.pop(key, None)
+
+    async def _upload(self, repository: str, data: bytes, digest: str) -> str:
         base = self.client.base_url
         for attempt in range(5):
             async with self.session.post(f"{base}/v2/{repository}/blobs/uploads/") as start:
@@ -130,7 +149,10 @@ class FastWriter:
                 if r.status == 201:
                     return sha256_digest(raw)
                 if r.status < 500 or attempt == 4:
-                    raise RuntimeError(f"manifest {repository}:{reference}: HTTP {r.status}")
+                    detail = (await r.text())[:200]
+                    raise RuntimeError(
+                        f"manifest {repository}:{reference}: HTTP {r.status} {detail}"
+                    )
         raise AssertionError("unreachable")
 
     async def get_manifest_optional(self, repository: str, reference: str, /) -> Any:
